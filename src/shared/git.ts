@@ -1,0 +1,122 @@
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { simpleGit, type SimpleGit } from 'simple-git';
+
+/**
+ * Thin, named git operations over simple-git. Every call runs git itself; nothing is cached, so
+ * several processes can share one clone as long as writers hold the clone's lock.
+ */
+
+export function gitAt(directory: string): SimpleGit {
+  // Prompts would hang a worker forever; a missing credential must fail instead.
+  return simpleGit({ baseDir: directory, maxConcurrentProcesses: 4 }).env({
+    ...process.env,
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_ASKPASS: 'true',
+  });
+}
+
+export function isGitRepository(directory: string): boolean {
+  return existsSync(path.join(directory, '.git')) || existsSync(path.join(directory, 'HEAD'));
+}
+
+/** Clones `remote` into `directory` unless a clone is already there; then fetches every branch. */
+export async function cloneOrFetch(remote: string, directory: string): Promise<'cloned' | 'fetched'> {
+  if (!isGitRepository(directory)) {
+    await mkdir(path.dirname(directory), { recursive: true });
+    await simpleGit().env({ ...process.env, GIT_TERMINAL_PROMPT: '0' }).clone(remote, directory, ['--no-checkout', '--quiet']);
+    return 'cloned';
+  }
+  await fetchAll(directory);
+  return 'fetched';
+}
+
+export async function fetchAll(directory: string): Promise<void> {
+  await gitAt(directory).raw(['fetch', '--quiet', '--prune', 'origin', '+refs/heads/*:refs/remotes/origin/*']);
+}
+
+export async function hasCommit(directory: string, commit: string): Promise<boolean> {
+  try {
+    await gitAt(directory).raw(['cat-file', '-e', `${commit}^{commit}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function resolveCommit(directory: string, ref: string): Promise<string> {
+  return (await gitAt(directory).raw(['rev-parse', '--verify', '--quiet', `${ref}^{commit}`])).trim();
+}
+
+/** Adds a path to the clone's shared exclude file, so worktrees never commit it. */
+export async function excludePath(directory: string, pattern: string): Promise<void> {
+  const commonDir = (await gitAt(directory).raw(['rev-parse', '--git-common-dir'])).trim();
+  const file = path.resolve(directory, commonDir, 'info', 'exclude');
+  await mkdir(path.dirname(file), { recursive: true });
+  const current = existsSync(file) ? await readFile(file, 'utf8') : '';
+  if (!current.split('\n').includes(pattern)) await appendFile(file, `${current.endsWith('\n') || current === '' ? '' : '\n'}${pattern}\n`);
+}
+
+/** A worktree at `commit` on `branch` (reset if it exists, so a retried job starts clean). */
+export async function addWorktree(baseClone: string, worktree: string, branch: string, commit: string): Promise<void> {
+  await mkdir(path.dirname(worktree), { recursive: true });
+  await gitAt(baseClone).raw(['worktree', 'add', '--quiet', '--force', '-B', branch, worktree, commit]);
+}
+
+export async function removeWorktree(baseClone: string, worktree: string): Promise<void> {
+  try {
+    await gitAt(baseClone).raw(['worktree', 'remove', '--force', '--force', worktree]);
+  } catch {
+    // Not registered (a half-made worktree): the directory is removed by the caller.
+  }
+}
+
+export async function pruneWorktrees(baseClone: string): Promise<void> {
+  await gitAt(baseClone).raw(['worktree', 'prune']);
+}
+
+export interface Author {
+  readonly name: string;
+  readonly email: string;
+}
+
+/** Stages everything and commits; returns undefined when there was nothing to commit. */
+export async function commitAll(worktree: string, message: string, author: Author): Promise<string | undefined> {
+  const git = gitAt(worktree);
+  await git.raw(['add', '--all']);
+  const staged = (await git.raw(['diff', '--cached', '--name-only'])).trim();
+  if (staged === '') return undefined;
+  await git
+    .env({
+      ...process.env,
+      GIT_AUTHOR_NAME: author.name,
+      GIT_AUTHOR_EMAIL: author.email,
+      GIT_COMMITTER_NAME: author.name,
+      GIT_COMMITTER_EMAIL: author.email,
+    })
+    .raw(['commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
+  return (await git.raw(['rev-parse', 'HEAD'])).trim();
+}
+
+export async function changedFiles(directory: string, from: string, to: string): Promise<string[]> {
+  const out = await gitAt(directory).raw(['diff', '--name-only', from, to]);
+  return out.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+}
+
+export async function diff(directory: string, from: string, to: string, paths: readonly string[] = []): Promise<string> {
+  return gitAt(directory).raw(['diff', '--no-color', from, to, ...(paths.length ? ['--', ...paths] : [])]);
+}
+
+/** Pushes a branch, overwriting it, so a retried job's push succeeds. */
+export async function pushBranch(directory: string, branch: string, commit: string): Promise<void> {
+  await gitAt(directory).raw(['push', '--quiet', '--force', 'origin', `${commit}:refs/heads/${branch}`]);
+}
+
+export async function commitSubject(directory: string, commit: string): Promise<string> {
+  return (await gitAt(directory).raw(['log', '-1', '--format=%s', commit])).trim();
+}
+
+export async function showFile(directory: string, commit: string, file: string): Promise<string> {
+  return gitAt(directory).raw(['show', `${commit}:${file}`]);
+}

@@ -1,0 +1,35 @@
+/**
+ * Messages between the supervisor and its children over the cluster IPC channel. Kept tiny and
+ * tagged, so either side ignores what it does not understand (a newer child under an older
+ * supervisor, or a stray message from a library).
+ */
+
+export type ChildState = 'starting' | 'idle' | 'busy' | 'draining' | 'standby';
+
+export type ChildMessage =
+  | { readonly loreley: 'ready'; readonly workerId: string; readonly role: string; readonly pid: number }
+  | { readonly loreley: 'heartbeat'; readonly state: ChildState; readonly jobId?: string | null; readonly rssBytes?: number }
+  | { readonly loreley: 'done'; readonly summary: Record<string, unknown> };
+
+export type SupervisorMessage =
+  | { readonly loreley: 'drain'; readonly timeoutSeconds: number }
+  | { readonly loreley: 'stop-now' };
+
+function isTagged(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && typeof (value as { loreley?: unknown }).loreley === 'string';
+}
+
+export function isChildMessage(value: unknown): value is ChildMessage {
+  return isTagged(value);
+}
+
+export function isSupervisorMessage(value: unknown): value is SupervisorMessage {
+  return isTagged(value);
+}
+
+/** Environment variables the supervisor hands its children. */
+export const CHILD_ENV = {
+  workerId: 'LORELEY_WORKER_ID',
+  role: 'LORELEY_ROLE',
+  supervised: 'LORELEY_SUPERVISED',
+} as const;

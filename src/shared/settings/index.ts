@@ -1,0 +1,88 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
+import { readAgentSettings, type AgentSettings } from './agent.ts';
+import { readArchiveSettings, type ArchiveSettings } from './archive.ts';
+import { readCoreSettings, type CoreSettings } from './core.ts';
+import { EnvReader, SettingsError, type Env } from './reader.ts';
+import { readSchedulerSettings, type SchedulerSettings } from './scheduler.ts';
+import { readSupervisorSettings, type SupervisorSettings } from './supervisor.ts';
+import { readWorkerSettings, type WorkerSettings } from './worker.ts';
+
+export { SettingsError, parseArgv, type Env } from './reader.ts';
+export type { AgentSettings } from './agent.ts';
+export type { ArchiveSettings } from './archive.ts';
+export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings, QueueSettings } from './core.ts';
+export type { SchedulerSettings } from './scheduler.ts';
+export type { SupervisorSettings } from './supervisor.ts';
+export type { CommandSettings, RepositorySettings, WorkerSettings } from './worker.ts';
+
+/** Everything Loreley reads from its environment, validated once at start-up and frozen. */
+export interface Settings extends CoreSettings {
+  readonly cwd: string;
+  readonly worker: WorkerSettings;
+  readonly agent: AgentSettings;
+  readonly supervisor: SupervisorSettings;
+  readonly scheduler: SchedulerSettings;
+  readonly archive: ArchiveSettings;
+}
+
+export interface LoadSettingsOptions {
+  /** Process environment; wins over `.env`. */
+  env?: Env;
+  cwd?: string;
+  /** From CLI flags; win over everything. Keys are the environment variable names. */
+  overrides?: Env;
+  /** Read `<cwd>/.env` when present (default true). */
+  dotenv?: boolean;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+export function readDotenv(cwd: string): Record<string, string> {
+  const file = path.join(cwd, '.env');
+  if (!existsSync(file)) return {};
+  try {
+    return parseEnv(readFileSync(file, 'utf8')) as Record<string, string>;
+  } catch (error) {
+    throw new SettingsError([`.env: cannot be read (${(error as Error).message})`]);
+  }
+}
+
+/** The merged environment settings are read from: `.env`, then the process environment, then overrides. */
+export function mergedEnv(options: LoadSettingsOptions = {}): Env {
+  const cwd = options.cwd ?? process.cwd();
+  const fromFile = options.dotenv === false ? {} : readDotenv(cwd);
+  const merged: Record<string, string | undefined> = { ...fromFile, ...(options.env ?? process.env) };
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value !== undefined) merged[key] = value;
+  }
+  return merged;
+}
+
+/**
+ * Reads and validates every setting. Throws `SettingsError` listing each problem on its own line;
+ * callers print `error.problems` and exit 1.
+ */
+export function loadSettings(options: LoadSettingsOptions = {}): Settings {
+  const cwd = path.resolve(options.cwd ?? process.cwd());
+  const reader = new EnvReader(mergedEnv({ ...options, cwd }));
+  const core = readCoreSettings(reader, cwd);
+  const settings: Settings = {
+    ...core,
+    cwd,
+    worker: readWorkerSettings(reader, cwd, core.dataDir, core.experiment),
+    agent: readAgentSettings(reader),
+    supervisor: readSupervisorSettings(reader),
+    scheduler: readSchedulerSettings(reader, cwd),
+    archive: readArchiveSettings(reader),
+  };
+  if (reader.problems.length > 0) throw new SettingsError(reader.problems);
+  return deepFreeze(settings);
+}

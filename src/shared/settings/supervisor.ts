@@ -1,0 +1,61 @@
+import type { EnvReader } from './reader.ts';
+
+export interface SupervisorSettings {
+  readonly workers: number;
+  readonly scheduler: boolean;
+  readonly workerIdPrefix: string;
+  readonly schedulerIdPrefix: string;
+  readonly drainTimeoutSeconds: number;
+  readonly restartBackoffInitialMs: number;
+  readonly restartBackoffMaxMs: number;
+  /** A child that has run this long without crashing gets its backoff reset. */
+  readonly restartResetAfterSeconds: number;
+  /** More crashes than this within the window mark the slot errored. */
+  readonly crashLoopMaxRestarts: number;
+  readonly crashLoopWindowSeconds: number;
+  readonly heartbeatIntervalMs: number;
+  /** A child silent this long (event loop blocked) is killed and restarted. */
+  readonly heartbeatTimeoutMs: number;
+  readonly statusIntervalSeconds: number;
+  readonly exitWhenDone: boolean;
+}
+
+const ID_PREFIX = /^[A-Za-z][A-Za-z0-9_-]{0,40}$/;
+
+function prefix(reader: EnvReader, name: string, fallback: string): string {
+  const value = reader.string(name, fallback);
+  if (!ID_PREFIX.test(value)) {
+    reader.problem(name, `must start with a letter and use only letters, digits, _ and - (got ${JSON.stringify(value)})`);
+    return fallback;
+  }
+  return value;
+}
+
+export function readSupervisorSettings(reader: EnvReader): SupervisorSettings {
+  const restartBackoffInitialMs = reader.int('SUPERVISOR_RESTART_BACKOFF_INITIAL_MS', 1000, { min: 0 });
+  const restartBackoffMaxMs = reader.int('SUPERVISOR_RESTART_BACKOFF_MAX_MS', 30_000, { min: 0 });
+  if (restartBackoffMaxMs < restartBackoffInitialMs) {
+    reader.problem('SUPERVISOR_RESTART_BACKOFF_MAX_MS', `must be >= SUPERVISOR_RESTART_BACKOFF_INITIAL_MS (${restartBackoffInitialMs})`);
+  }
+  const heartbeatIntervalMs = reader.int('SUPERVISOR_HEARTBEAT_INTERVAL_MS', 1000, { min: 50 });
+  const heartbeatTimeoutMs = reader.int('SUPERVISOR_HEARTBEAT_TIMEOUT_MS', 30_000, { min: 100 });
+  if (heartbeatTimeoutMs <= heartbeatIntervalMs) {
+    reader.problem('SUPERVISOR_HEARTBEAT_TIMEOUT_MS', `must be greater than SUPERVISOR_HEARTBEAT_INTERVAL_MS (${heartbeatIntervalMs})`);
+  }
+  return {
+    workers: reader.int('SUPERVISOR_WORKERS', 2, { min: 0, max: 256 }),
+    scheduler: reader.bool('SUPERVISOR_SCHEDULER', true),
+    workerIdPrefix: prefix(reader, 'SUPERVISOR_WORKER_ID_PREFIX', 'worker'),
+    schedulerIdPrefix: prefix(reader, 'SUPERVISOR_SCHEDULER_ID_PREFIX', 'scheduler'),
+    drainTimeoutSeconds: reader.float('SUPERVISOR_DRAIN_TIMEOUT_SECONDS', 60, { min: 0 }),
+    restartBackoffInitialMs,
+    restartBackoffMaxMs,
+    restartResetAfterSeconds: reader.float('SUPERVISOR_RESTART_RESET_AFTER_SECONDS', 60, { min: 0 }),
+    crashLoopMaxRestarts: reader.int('SUPERVISOR_CRASH_LOOP_MAX_RESTARTS', 5, { min: 0 }),
+    crashLoopWindowSeconds: reader.float('SUPERVISOR_CRASH_LOOP_WINDOW_SECONDS', 300, { min: 1 }),
+    heartbeatIntervalMs,
+    heartbeatTimeoutMs,
+    statusIntervalSeconds: reader.float('SUPERVISOR_STATUS_INTERVAL_SECONDS', 15, { min: 0 }),
+    exitWhenDone: reader.bool('SUPERVISOR_EXIT_WHEN_DONE', false),
+  };
+}
