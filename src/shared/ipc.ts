@@ -4,7 +4,7 @@
  * supervisor, or a stray message from a library).
  */
 
-export type ChildState = 'starting' | 'idle' | 'busy' | 'draining' | 'standby';
+export type ChildState = 'starting' | 'idle' | 'busy' | 'draining' | 'standby' | 'stopped';
 
 export type ChildMessage =
   | { readonly loreley: 'ready'; readonly workerId: string; readonly role: string; readonly pid: number }

@@ -1,0 +1,207 @@
+import os from 'node:os';
+import { ensureExperiment } from './db/experiments.ts';
+import { migrate } from './db/migrations/index.ts';
+import { createPool, type Pool } from './db/pool.ts';
+import { upsertWorker } from './db/workers.ts';
+import { errorMessage } from './errors.ts';
+import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState } from './ipc.ts';
+import { createProcessLog, urlPassword, type Logger, type ProcessLog, type Role } from './logger.ts';
+import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
+import type { Settings } from './settings/index.ts';
+
+/**
+ * What a worker or scheduler process has once it is up: its identity, logger, database pool and
+ * queue, and the channel to its supervisor. Built once by `startChildRuntime` and passed down;
+ * job and scheduling code never touch `process` themselves.
+ */
+export interface ChildRuntime {
+  readonly settings: Settings;
+  readonly role: Role;
+  readonly workerId: string;
+  readonly host: string;
+  readonly logger: Logger;
+  readonly log: ProcessLog;
+  readonly databaseUrl: string;
+  readonly pool: Pool;
+  readonly boss: PgBoss;
+  /** Aborted when the process is asked to drain (supervisor message, SIGTERM or SIGINT). */
+  readonly drainSignal: AbortSignal;
+  /** Seconds a drain may take before jobs in hand are handed back. */
+  drainTimeoutSeconds(): number;
+  /** Aborted when the process must stop at once (second signal, or `stop-now`). */
+  readonly stopSignal: AbortSignal;
+  /** Tells the supervisor (when there is one) and the `workers` table what this process is doing. */
+  setState(state: ChildState, jobId?: string | null): void;
+  /** Sends a message to the supervisor; a no-op when unsupervised. */
+  send(message: ChildMessage): void;
+  /** Stops heartbeats, the queue and the pool; flushes the log. */
+  close(): Promise<void>;
+}
+
+export interface ChildRuntimeOptions {
+  readonly settings: Settings;
+  readonly role: 'worker' | 'scheduler';
+  /** From the supervisor (LORELEY_WORKER_ID) or the command line. */
+  readonly workerId?: string;
+  /** pg-boss maintenance (expiry, heartbeat monitor); the scheduler runs it. */
+  readonly supervise: boolean;
+}
+
+const PRESENCE_INTERVAL_MS = 10_000;
+
+export function defaultWorkerId(role: 'worker' | 'scheduler', settings: Settings): string {
+  const prefix = role === 'worker' ? settings.supervisor.workerIdPrefix : settings.supervisor.schedulerIdPrefix;
+  return `${prefix}0001`;
+}
+
+export async function startChildRuntime(options: ChildRuntimeOptions): Promise<ChildRuntime> {
+  const { settings, role } = options;
+  const workerId = options.workerId ?? process.env[CHILD_ENV.workerId] ?? defaultWorkerId(role, settings);
+  const databaseUrl = settings.database.url;
+  if (!databaseUrl) {
+    throw new Error(`DATABASE_URL is not set: run 'loreley ${role}' under loreley-supervisor (which starts the embedded database) or point DATABASE_URL at a PostgreSQL server`);
+  }
+  const host = os.hostname();
+  const log = await createProcessLog({
+    settings: settings.logs,
+    experiment: settings.experiment,
+    role,
+    workerId,
+    secrets: [urlPassword(databaseUrl), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    consolePrefix: process.env[CHILD_ENV.supervised] ? `[${workerId}] ` : '',
+  });
+  const logger = log.logger;
+
+  const drain = new AbortController();
+  const stop = new AbortController();
+  let drainTimeoutSeconds = settings.supervisor.drainTimeoutSeconds;
+  let state: ChildState = 'starting';
+  let jobId: string | null = null;
+  const supervised = typeof process.send === 'function';
+
+  const send = (message: ChildMessage) => {
+    if (supervised && process.connected) {
+      try {
+        process.send!(message);
+      } catch {
+        // The channel closed between the check and the send; 'disconnect' handles it.
+      }
+    }
+  };
+
+  const requestDrain = (reason: string, timeoutSeconds?: number) => {
+    if (timeoutSeconds !== undefined) drainTimeoutSeconds = timeoutSeconds;
+    if (drain.signal.aborted) {
+      logger.warn({ reason }, 'asked again while draining: stopping now');
+      stop.abort();
+      return;
+    }
+    logger.info({ reason, drainTimeoutSeconds }, 'draining');
+    drain.abort();
+  };
+
+  // Under a supervisor, a terminal's Ctrl+C reaches every process of the group at once; the
+  // supervisor's drain message then arrives too and counts as the same request, not a second one.
+  let signalledAt = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const now = Date.now();
+    if (drain.signal.aborted && now - signalledAt < 1000) return;
+    signalledAt = now;
+    requestDrain(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const onMessage = (message: unknown) => {
+    if (!isSupervisorMessage(message)) return;
+    if (message.loreley === 'drain') {
+      if (drain.signal.aborted && Date.now() - signalledAt < 1000) return;
+      signalledAt = Date.now();
+      requestDrain('supervisor', message.timeoutSeconds);
+    } else if (message.loreley === 'stop-now') {
+      logger.warn('supervisor asked to stop now');
+      drain.abort();
+      stop.abort();
+    }
+  };
+  process.on('message', onMessage);
+  // Without a supervisor there is nobody to restart us or to drain us: leave rather than orphan.
+  const onDisconnect = () => {
+    logger.warn('supervisor is gone (IPC disconnected): stopping');
+    drain.abort();
+    stop.abort();
+  };
+  if (supervised) process.on('disconnect', onDisconnect);
+
+  const pool = createPool({ url: databaseUrl, settings: settings.database, applicationName: `loreley-${workerId}` });
+  const boss = createBoss({ url: databaseUrl, settings, applicationName: `loreley-${workerId}-queue`, supervise: options.supervise });
+  boss.on('error', (error) => logger.warn({ err: error }, 'queue error'));
+
+  try {
+    const ran = await migrate(pool, settings.database.schema);
+    if (ran.length > 0) logger.info({ migrations: ran }, 'database migrated');
+    await ensureExperiment(pool, settings.experiment);
+    await boss.start({ attempts: 5 });
+    await ensureQueues(boss, settings);
+  } catch (error) {
+    await boss.stop({ graceful: false, close: true }).catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    log.flush();
+    throw new Error(`cannot connect to the database or queue: ${errorMessage(error)}`);
+  }
+
+  const writePresence = () =>
+    upsertWorker(pool, {
+      experimentId: settings.experiment.uuid,
+      host,
+      workerId,
+      role,
+      pid: process.pid,
+      state,
+      currentJobId: jobId,
+    }).catch((error) => logger.debug({ err: error }, 'presence update failed'));
+
+  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss() });
+  const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
+  heartbeatTimer.unref();
+  const presenceTimer = setInterval(writePresence, PRESENCE_INTERVAL_MS);
+  presenceTimer.unref();
+
+  const runtime: ChildRuntime = {
+    settings,
+    role,
+    workerId,
+    host,
+    logger,
+    log,
+    databaseUrl,
+    pool,
+    boss,
+    drainSignal: drain.signal,
+    drainTimeoutSeconds: () => drainTimeoutSeconds,
+    stopSignal: stop.signal,
+    setState(next, nextJobId = null) {
+      if (next === state && nextJobId === jobId) return;
+      state = next;
+      jobId = nextJobId;
+      heartbeat();
+      void writePresence();
+    },
+    send,
+    async close() {
+      clearInterval(heartbeatTimer);
+      clearInterval(presenceTimer);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      process.off('message', onMessage);
+      process.off('disconnect', onDisconnect);
+      await upsertWorker(pool, { experimentId: settings.experiment.uuid, host, workerId, role, pid: process.pid, state: 'stopped', currentJobId: null }).catch(() => undefined);
+      await boss.stop({ graceful: true, close: true, timeout: 5000 }).catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
+      await pool.end().catch(() => undefined);
+      log.flush();
+    },
+  };
+  send({ loreley: 'ready', workerId, role, pid: process.pid });
+  await writePresence();
+  logger.info({ queue: settings.queue.name, experiment: settings.experiment.namespace, supervised }, `${role} online`);
+  return runtime;
+}
