@@ -16,6 +16,12 @@ export class JobPreconditionError extends Error {
 
 export class EvolutionWorkerError extends Error {
   override readonly name = 'EvolutionWorkerError';
+  /** Output worth keeping with the failed job (agent or evaluator output). */
+  readonly artifacts: Readonly<Record<string, string>>;
+  constructor(message: string, options: { artifacts?: Record<string, string>; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.artifacts = options.artifacts ?? {};
+  }
 }
 
 /** A drain ran past its timeout and cut the job short; the job goes back to the queue. */

@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import './check-node.js';
+await import('../src/cli/supervisor.ts');

@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { errorMessage, UserError } from '../shared/errors.ts';
+import { loadSettings, SettingsError, type Env, type Settings } from '../shared/settings/index.ts';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Prints one line per problem and exits 1: a user never sees a stack trace for bad input. */
+export function fail(message: string, code = 1): never {
+  process.stderr.write(`${message.trimEnd()}\n`);
+  process.exit(code);
+}
+
+export function settingsOrExit(overrides: Env = {}, command = 'loreley'): Settings {
+  try {
+    return loadSettings({ overrides });
+  } catch (error) {
+    if (error instanceof SettingsError) {
+      fail(`${command}: invalid settings (environment or .env):\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
+    }
+    fail(`${command}: ${errorMessage(error)}`);
+  }
+}
+
+/** Turns an error that reached the top of a command into one line and an exit code. */
+export function exitOnError(command: string, error: unknown): never {
+  if (error instanceof SettingsError) fail(`${command}: invalid settings:\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
+  if (error instanceof UserError) fail(`${command}: ${error.message}`);
+  const debug = process.env.LOG_LEVEL?.toLowerCase() === 'debug' || process.env.LOG_LEVEL?.toLowerCase() === 'trace';
+  fail(`${command}: ${errorMessage(error)}${debug && error instanceof Error && error.stack ? `\n${error.stack}` : ''}`);
+}
+
+/** Flag values that override settings, keyed by environment variable; unset flags are left out. */
+export function overridesFrom(pairs: Record<string, string | number | boolean | undefined>): Env {
+  const result: Record<string, string> = {};
+  for (const [key, value] of Object.entries(pairs)) if (value !== undefined) result[key] = String(value);
+  return result;
+}

@@ -1,0 +1,45 @@
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { exitOnError, overridesFrom, settingsOrExit, VERSION } from './common.ts';
+import { runChild } from './run-child.ts';
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+await yargs(hideBin(process.argv))
+  .scriptName('loreley')
+  .usage('$0 <command> [options]\n\nLoreley evolves a git repository with LLM-driven mutations and a MAP-Elites archive.')
+  .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'Overrides LOG_LEVEL' })
+  .command(
+    'worker',
+    'Run one evolution worker in the foreground (what each supervised worker child runs)',
+    (y) => y.option('worker-id', { type: 'string', describe: 'Stable id for logs and the workers table (default: LORELEY_WORKER_ID or worker0001)' }),
+    async (argv) => {
+      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley worker');
+      await runChild({ role: 'worker', settings, workerId: argv.workerId }).catch((error) => exitOnError('loreley worker', error));
+    },
+  )
+  .command(
+    'scheduler',
+    'Run the scheduler: ingest, dispatch, measure and schedule every SCHEDULER_POLL_INTERVAL_SECONDS',
+    (y) =>
+      y
+        .option('once', { type: 'boolean', default: false, describe: 'Run one tick and exit' })
+        .option('max-jobs', { type: 'number', describe: 'Job budget (overrides SCHEDULER_MAX_TOTAL_JOBS)' })
+        .option('worker-id', { type: 'string', describe: 'Stable id (default: scheduler0001)' }),
+    async (argv) => {
+      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel, SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs }), 'loreley scheduler');
+      await runChild({ role: 'scheduler', settings, workerId: argv.workerId, once: argv.once }).catch((error) => exitOnError('loreley scheduler', error));
+    },
+  )
+  .demandCommand(1, 'Name a command: loreley --help lists them.')
+  .strict()
+  .version(VERSION)
+  .help()
+  .alias('h', 'help')
+  .wrap(Math.min(110, process.stdout.columns ?? 100))
+  .fail((message, error) => {
+    if (error) exitOnError('loreley', error);
+    process.stderr.write(`loreley: ${message}\nRun 'loreley --help' for usage.\n`);
+    process.exit(1);
+  })
+  .parseAsync();

@@ -1,0 +1,55 @@
+import { errorMessage } from '../shared/errors.ts';
+import { startChildRuntime, type ChildRuntime } from '../shared/runtime.ts';
+import type { Settings } from '../shared/settings/index.ts';
+import { killAllCommands } from '../shared/subprocess.ts';
+import { runSchedulerProcess } from '../scheduler/main.ts';
+import { runWorker } from '../worker/worker-process.ts';
+
+export interface RunChildOptions {
+  readonly role: 'worker' | 'scheduler';
+  readonly settings: Settings;
+  readonly workerId?: string;
+  readonly once?: boolean;
+}
+
+/**
+ * Runs a worker or scheduler to completion in this process and exits: 0 after a drain, 1 on a
+ * start-up failure or a crash. Used by `loreley worker|scheduler` and by supervised children.
+ */
+export async function runChild(options: RunChildOptions): Promise<never> {
+  let runtime: ChildRuntime | undefined;
+  const crash = (error: unknown) => {
+    killAllCommands();
+    if (runtime) {
+      runtime.logger.fatal({ err: error }, 'crashed');
+      runtime.log.flush();
+    } else {
+      process.stderr.write(`loreley ${options.role}: ${errorMessage(error)}\n`);
+    }
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+  try {
+    runtime = await startChildRuntime({ settings: options.settings, role: options.role, workerId: options.workerId, supervise: options.role === 'scheduler' });
+  } catch (error) {
+    process.stderr.write(`loreley ${options.role}: ${errorMessage(error)}\n`);
+    process.exit(1);
+  }
+  try {
+    if (options.role === 'worker') await runWorker(runtime);
+    else await runSchedulerProcess(runtime, { once: options.once ?? false });
+  } catch (error) {
+    crash(error);
+  }
+  const stopping = setTimeout(() => {
+    runtime!.logger.warn('shutdown took too long: exiting');
+    runtime!.log.flush();
+    process.exit(0);
+  }, 15_000);
+  stopping.unref();
+  await runtime.close();
+  runtime.logger.info('stopped');
+  runtime.log.flush();
+  process.exit(0);
+}

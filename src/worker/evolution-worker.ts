@@ -1,0 +1,206 @@
+import { isUuid, jobBranchName } from '../shared/experiment.ts';
+import { getJob, handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, type EvolutionJob } from '../shared/db/jobs.ts';
+import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
+import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
+import {
+  errorMessage,
+  EvolutionWorkerError,
+  JobHandedBack,
+  JobLockConflict,
+  JobPreconditionError,
+} from '../shared/errors.ts';
+import { changedFiles, commitAll, pushBranch } from '../shared/git.ts';
+import type { Logger } from '../shared/logger.ts';
+import { transactionDb, type PgBoss } from '../shared/queue.ts';
+import type { Settings } from '../shared/settings/index.ts';
+import type { JobContext, MutationAgent } from './agent.ts';
+import { evaluate } from './evaluator.ts';
+import type { JobWorktree, WorkerRepository } from './repository.ts';
+
+/** The queue job as the worker sees it: pg-boss's id and attempt, and our message. */
+export interface QueueJob {
+  readonly id: string;
+  readonly retryCount: number;
+  readonly retryLimit: number;
+  readonly data: unknown;
+}
+
+export interface JobOutcome {
+  readonly jobId: string;
+  readonly commit: string;
+}
+
+export interface EvolutionWorkerOptions {
+  readonly settings: Settings;
+  readonly pool: Pool;
+  readonly boss: PgBoss;
+  readonly logger: Logger;
+  readonly repository: WorkerRepository;
+  readonly agent: MutationAgent;
+  readonly workerId: string;
+  readonly host: string;
+}
+
+function jobIdOf(data: unknown): string {
+  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
+  if (typeof jobId !== 'string' || !isUuid(jobId.trim())) {
+    throw new JobPreconditionError(`queue message has no valid job id (expected a UUID, got ${JSON.stringify(jobId) ?? 'nothing'})`);
+  }
+  return jobId.trim().toLowerCase();
+}
+
+/**
+ * Runs one evolution job from claim to stored result. One instance serves the worker process for
+ * its whole life; it keeps no per-job state between calls.
+ */
+export class EvolutionWorker {
+  private readonly options: EvolutionWorkerOptions;
+
+  constructor(options: EvolutionWorkerOptions) {
+    this.options = options;
+  }
+
+  /** Locks the row without waiting and moves it to running; enforces the preconditions. */
+  async claim(jobId: string, queueJob: QueueJob): Promise<EvolutionJob> {
+    const { pool, workerId, host } = this.options;
+    try {
+      return await withTransaction(pool, async (client) => {
+        const row = await lockJobNoWait(client, jobId);
+        if (!row) throw new JobPreconditionError(`job ${jobId} does not exist`);
+        if (row.experimentId !== this.options.settings.experiment.uuid) {
+          throw new JobPreconditionError(`job ${jobId} belongs to another experiment (${row.experimentId})`);
+        }
+        if (row.status !== 'pending' && row.status !== 'queued') {
+          throw new JobPreconditionError(`job ${jobId} is ${row.status}, not pending or queued`);
+        }
+        return markRunning(client, jobId, { workerId, host, queueJobId: queueJob.id });
+      });
+    } catch (error) {
+      if (pgErrorCode(error) === PG_LOCK_NOT_AVAILABLE) throw new JobLockConflict(`job ${jobId} is locked by another worker`);
+      throw error;
+    }
+  }
+
+  async run(queueJob: QueueJob, signal: AbortSignal): Promise<JobOutcome> {
+    const { settings, logger, repository } = this.options;
+    const jobId = jobIdOf(queueJob.data);
+    const job = await this.claim(jobId, queueJob);
+    const log = logger.child({ jobId });
+    const started = performance.now();
+    log.info({ baseCommit: job.baseCommit, kind: job.kind, attempt: job.attempts, queueJobId: queueJob.id }, 'job started');
+
+    const branch = jobBranchName(settings.experiment, jobId);
+    const artifacts: Record<string, string> = {};
+    let worktree: JobWorktree | undefined;
+    try {
+      worktree = await repository.createWorktree(jobId, branch, job.baseCommit);
+      const context: JobContext = {
+        jobId,
+        experimentId: job.experimentId,
+        namespace: settings.experiment.namespace,
+        kind: job.kind,
+        baseCommit: job.baseCommit,
+        inspirations: job.inspirations,
+        goal: job.goal,
+        payload: job.payload,
+        island: job.island,
+        branch,
+        worktree: worktree.directory,
+        attempt: job.attempts,
+      };
+
+      let commit = job.baseCommit;
+      let message = '';
+      let files: string[] = [];
+      // A baseline job measures the parent as it is: no agent, no commit.
+      if (job.kind !== 'baseline') {
+        const mutation = await this.options.agent.mutate({ context, worktree, signal, logger: log });
+        Object.assign(artifacts, mutation.artifacts);
+        throwIfAborted(signal);
+        message = mutation.commitMessage?.trim() || `Evolution job ${jobId}`;
+        const author = { name: settings.worker.repo.authorName, email: settings.worker.repo.authorEmail };
+        const created = await commitAll(worktree.directory, message, author);
+        if (!created) throw new EvolutionWorkerError(`the ${this.options.agent.name} agent made no change to the code`, { artifacts });
+        commit = created;
+        files = await changedFiles(worktree.directory, job.baseCommit, commit);
+        log.info({ commit, files: files.length }, 'candidate committed');
+        if (settings.worker.repo.push) await pushBranch(worktree.directory, branch, commit);
+      }
+
+      throwIfAborted(signal);
+      const evaluation = await evaluate(settings.worker.evaluator, context, worktree, signal);
+      artifacts.evaluator_output = evaluation.output;
+      throwIfAborted(signal);
+
+      await withTransaction(this.options.pool, async (client) => {
+        await upsertCommitCard(client, {
+          experimentId: job.experimentId,
+          commitHash: commit,
+          parentCommit: job.kind === 'baseline' ? null : job.baseCommit,
+          jobId,
+          branch: job.kind === 'baseline' ? null : branch,
+          author: settings.worker.repo.authorName,
+          message,
+          summary: evaluation.summary,
+          changedFiles: files,
+        });
+        await upsertMetrics(client, job.experimentId, commit, jobId, evaluation.metrics);
+        for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, jobId, kind, content);
+        await markSucceeded(client, jobId, commit);
+        // Completing the queue job in the same transaction: either both record success or neither.
+        await this.options.boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { commit }, { db: transactionDb(client) });
+      });
+      log.info({ commit, metrics: Object.fromEntries(evaluation.metrics.map((m) => [m.name, m.value])), ms: Math.round(performance.now() - started) }, 'job complete');
+      return { jobId, commit };
+    } catch (error) {
+      const cause = signal.aborted && signal.reason instanceof JobHandedBack ? signal.reason : error;
+      if (!(cause instanceof JobHandedBack)) {
+        await this.recordFailure(job, queueJob, cause, { ...artifacts, ...(cause instanceof EvolutionWorkerError ? cause.artifacts : {}) });
+      }
+      throw cause;
+    } finally {
+      if (worktree) {
+        await repository.removeWorktree(worktree).catch((error) => log.warn({ err: error }, 'could not remove the job worktree'));
+      }
+    }
+  }
+
+  private async recordFailure(job: EvolutionJob, queueJob: QueueJob, error: unknown, artifacts: Record<string, string>): Promise<void> {
+    const final = queueJob.retryCount >= queueJob.retryLimit;
+    try {
+      await withTransaction(this.options.pool, async (client) => {
+        for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, job.id, kind, content);
+        await recordFailure(client, job.id, errorMessage(error), final);
+      });
+    } catch (dbError) {
+      this.options.logger.error({ jobId: job.id, err: dbError }, 'could not record the job failure');
+    }
+  }
+
+  /**
+   * Gives a job cut short by a drain back to the queue: the queue job is completed and a fresh one
+   * sent for the same evolution job, in one transaction, and the attempt is returned. Nothing is
+   * lost and nothing counts as a failure.
+   */
+  async handBack(queueJob: QueueJob): Promise<void> {
+    const { settings, pool, boss } = this.options;
+    const jobId = jobIdOf(queueJob.data);
+    await withTransaction(pool, async (client) => {
+      const db = transactionDb(client);
+      await boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { handedBack: true }, { db });
+      const fresh = await boss.send(settings.queue.name, { jobId }, { db });
+      if (!fresh) throw new Error(`the queue refused the handed-back job ${jobId}`);
+      await handBack(client, jobId, fresh);
+    });
+  }
+
+  async describe(jobId: string): Promise<EvolutionJob | undefined> {
+    return getJob(this.options.pool, jobId);
+  }
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (!signal.aborted) return;
+  if (signal.reason instanceof JobHandedBack) throw signal.reason;
+  throw new EvolutionWorkerError(`job stopped: ${errorMessage(signal.reason)}`);
+}

@@ -1,0 +1,157 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Pool } from '../shared/db/pool.ts';
+import {
+  addWorktree,
+  cloneOrFetch,
+  excludePath,
+  fetchAll,
+  hasCommit,
+  pruneWorktrees,
+  removeWorktree,
+} from '../shared/git.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { RepositorySettings } from '../shared/settings/index.ts';
+
+/**
+ * The worker's view of the evolved repository: one base clone per host at `WORKER_REPO_WORKTREE`
+ * shared by every worker process there, and a git worktree per job beside it in
+ * `<WORKER_REPO_WORKTREE>-worktrees/<job id>`.
+ */
+
+export const WORKTREE_MARKER = '.loreley-worktree';
+
+export interface JobWorktree {
+  readonly jobId: string;
+  readonly directory: string;
+  readonly branch: string;
+  readonly baseCommit: string;
+  /** Beside the worktree, never inside it: the agent's prompt, the job context. */
+  readonly metaDirectory: string;
+}
+
+interface Marker {
+  readonly jobId: string;
+  readonly workerId: string;
+  readonly host: string;
+  readonly pid: number;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class WorkerRepository {
+  readonly settings: RepositorySettings;
+  readonly worktreesRoot: string;
+  private readonly pool: Pool;
+  private readonly logger: Logger;
+  private readonly owner: Omit<Marker, 'jobId'>;
+
+  constructor(options: { settings: RepositorySettings; pool: Pool; logger: Logger; workerId: string; host: string }) {
+    this.settings = options.settings;
+    this.pool = options.pool;
+    this.logger = options.logger;
+    this.worktreesRoot = `${options.settings.worktree}-worktrees`;
+    this.owner = { workerId: options.workerId, host: options.host, pid: process.pid };
+  }
+
+  /**
+   * Runs `fn` holding the clone's lock. A Postgres advisory lock keyed by host and path: it spans
+   * processes, and it is released by the server if the holder dies, so a killed worker never
+   * leaves a stale lock file behind.
+   */
+  private async withCloneLock<T>(fn: () => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    const key = `loreley.clone.${this.owner.host}.${this.settings.worktree}`;
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
+      try {
+        return await fn();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [key]);
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Clones the remote on first use, then fetches when `commit` is not there yet. */
+  async ensureCommit(commit: string): Promise<void> {
+    const base = this.settings.worktree;
+    if (existsSync(base) && (await hasCommit(base, commit))) return;
+    await this.withCloneLock(async () => {
+      if (existsSync(base) && (await hasCommit(base, commit))) return;
+      const started = performance.now();
+      const how = await cloneOrFetch(this.settings.remoteUrl, base);
+      await excludePath(base, WORKTREE_MARKER);
+      this.logger.info({ remote: this.settings.remoteUrl, clone: base, ms: Math.round(performance.now() - started) }, how === 'cloned' ? 'base clone created' : 'base clone fetched');
+      if (!(await hasCommit(base, commit))) {
+        await fetchAll(base);
+        if (!(await hasCommit(base, commit))) throw new Error(`commit ${commit} is not in ${this.settings.remoteUrl}`);
+      }
+    });
+  }
+
+  async createWorktree(jobId: string, branch: string, baseCommit: string): Promise<JobWorktree> {
+    await this.ensureCommit(baseCommit);
+    const directory = path.join(this.worktreesRoot, jobId);
+    const metaDirectory = path.join(this.worktreesRoot, `${jobId}.meta`);
+    // A retried job on this host may find its previous attempt's worktree.
+    if (existsSync(directory)) await this.removeWorktree({ jobId, directory, branch, baseCommit, metaDirectory });
+    await mkdir(this.worktreesRoot, { recursive: true });
+    // Worktree registration writes into the shared clone's .git, so it takes the clone's lock.
+    await this.withCloneLock(() => addWorktree(this.settings.worktree, directory, branch, baseCommit));
+    const marker: Marker = { jobId, ...this.owner };
+    await writeFile(path.join(directory, WORKTREE_MARKER), `${JSON.stringify(marker)}\n`);
+    await mkdir(metaDirectory, { recursive: true });
+    await writeFile(path.join(metaDirectory, WORKTREE_MARKER), `${JSON.stringify(marker)}\n`);
+    return { jobId, directory, branch, baseCommit, metaDirectory };
+  }
+
+  async removeWorktree(worktree: JobWorktree): Promise<void> {
+    await this.withCloneLock(() => removeWorktree(this.settings.worktree, worktree.directory));
+    await rm(worktree.directory, { recursive: true, force: true });
+    await rm(worktree.metaDirectory, { recursive: true, force: true });
+  }
+
+  /**
+   * Removes what killed workers left: only directories carrying our marker, and only those whose
+   * owning process is gone (another live worker on this host may be mid-job).
+   */
+  async sweepAbandoned(): Promise<string[]> {
+    if (!existsSync(this.worktreesRoot)) return [];
+    const swept: string[] = [];
+    for (const name of readdirSync(this.worktreesRoot)) {
+      const directory = path.join(this.worktreesRoot, name);
+      const markerFile = path.join(directory, WORKTREE_MARKER);
+      if (!existsSync(markerFile)) continue;
+      let marker: Marker;
+      try {
+        marker = JSON.parse(readFileSync(markerFile, 'utf8')) as Marker;
+      } catch {
+        continue;
+      }
+      // Another host's worktree (a shared filesystem) is not ours to judge.
+      if (marker.host !== this.owner.host) continue;
+      // Our slot's earlier incarnation is dead by definition; anyone else may still be working.
+      const previousSelf = marker.workerId === this.owner.workerId;
+      if (!previousSelf && processAlive(marker.pid)) continue;
+      if (existsSync(path.join(this.settings.worktree, '.git'))) {
+        await this.withCloneLock(() => removeWorktree(this.settings.worktree, directory));
+      }
+      await rm(directory, { recursive: true, force: true });
+      swept.push(directory);
+    }
+    if (swept.length > 0 && existsSync(path.join(this.settings.worktree, '.git'))) {
+      await this.withCloneLock(() => pruneWorktrees(this.settings.worktree));
+    }
+    return swept;
+  }
+}

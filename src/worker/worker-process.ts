@@ -1,0 +1,102 @@
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EvolutionWorkerError, JobHandedBack, JobLockConflict, JobPreconditionError } from '../shared/errors.ts';
+import type { ChildRuntime } from '../shared/runtime.ts';
+import type { MutationAgent } from './agent.ts';
+import { createAgent } from './agents/index.ts';
+import { EvolutionWorker, type QueueJob } from './evolution-worker.ts';
+import { WorkerRepository } from './repository.ts';
+
+interface InFlight {
+  readonly controller: AbortController;
+  readonly finished: Promise<void>;
+}
+
+export interface WorkerProcessOptions {
+  /** Replaces the agent `WORKER_AGENT_BACKEND` names (tests, embedding). */
+  readonly agent?: MutationAgent;
+}
+
+/**
+ * One worker process: takes jobs from the experiment's queue one at a time (by default) until it
+ * is asked to drain, then stops fetching, lets the job in hand finish within the drain timeout
+ * and hands it back to the queue past that.
+ */
+export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOptions = {}): Promise<void> {
+  const { settings, logger, pool, boss } = runtime;
+  const repository = new WorkerRepository({ settings: settings.worker.repo, pool, logger, workerId: runtime.workerId, host: runtime.host });
+  const swept = await repository.sweepAbandoned();
+  if (swept.length > 0) logger.info({ swept }, 'removed worktrees left by a stopped worker');
+  const agent = options.agent ?? createAgent({ settings, pool, logger });
+  const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host });
+  const inFlight = new Map<string, InFlight>();
+
+  const handle = async (queueJob: QueueJob & { signal: AbortSignal }): Promise<object | undefined> => {
+    const controller = new AbortController();
+    let resolveFinished!: () => void;
+    const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
+    inFlight.set(queueJob.id, { controller, finished });
+    const jobId = (queueJob.data as { jobId?: string } | null)?.jobId ?? null;
+    runtime.setState('busy', jobId);
+    const log = logger.child({ jobId, queueJobId: queueJob.id });
+    try {
+      const outcome = await worker.run(queueJob, AbortSignal.any([queueJob.signal, controller.signal]));
+      return { commit: outcome.commit };
+    } catch (error) {
+      if (error instanceof JobHandedBack) {
+        await worker.handBack(queueJob);
+        log.warn({ reason: error.message }, 'job handed back to the queue');
+        return { handedBack: true };
+      }
+      if (error instanceof JobLockConflict) {
+        log.info({ reason: error.message }, 'job skipped: lock conflict');
+        return { skipped: 'lock conflict' };
+      }
+      if (error instanceof JobPreconditionError) {
+        log.warn({ reason: error.message }, 'job skipped: precondition failed');
+        return { skipped: error.message };
+      }
+      if (error instanceof EvolutionWorkerError) {
+        log.error({ error: error.message }, 'job failed');
+      } else {
+        log.error({ err: error }, 'job failed unexpectedly');
+      }
+      throw error;
+    } finally {
+      inFlight.delete(queueJob.id);
+      resolveFinished();
+      runtime.setState(runtime.drainSignal.aborted ? 'draining' : inFlight.size > 0 ? 'busy' : 'idle');
+    }
+  };
+
+  await boss.work(
+    settings.queue.name,
+    {
+      batchSize: 1,
+      localConcurrency: settings.worker.concurrency,
+      includeMetadata: true,
+      pollingIntervalSeconds: settings.queue.pollingIntervalSeconds,
+      notifyPollingIntervalSeconds: Math.max(settings.queue.pollingIntervalSeconds, 10),
+    },
+    async ([job]) => handle(job),
+  );
+  runtime.setState('idle');
+
+  if (!runtime.drainSignal.aborted) await once(runtime.drainSignal, 'abort');
+  runtime.setState('draining');
+  await boss.offWork(settings.queue.name, { wait: false });
+
+  const pending = () => Promise.all([...inFlight.values()].map((job) => job.finished));
+  if (inFlight.size > 0) {
+    const timeoutMs = runtime.drainTimeoutSeconds() * 1000;
+    logger.info({ jobs: inFlight.size, timeoutSeconds: runtime.drainTimeoutSeconds() }, 'waiting for the job in hand');
+    const stopNow = runtime.stopSignal.aborted ? Promise.resolve() : once(runtime.stopSignal, 'abort').then(() => undefined);
+    const outcome = await Promise.race([pending().then(() => 'finished' as const), sleep(timeoutMs).then(() => 'timeout' as const), stopNow.then(() => 'stop' as const)]);
+    if (outcome !== 'finished') {
+      const reason = outcome === 'timeout' ? `drain timeout of ${runtime.drainTimeoutSeconds()}s passed` : 'asked to stop now';
+      for (const job of inFlight.values()) job.controller.abort(new JobHandedBack(reason));
+      await pending();
+    }
+  }
+  logger.info('worker drained');
+}
