@@ -1,0 +1,106 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { migrate } from '../shared/db/migrations/index.ts';
+import { createPool } from '../shared/db/pool.ts';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
+import { errorMessage } from '../shared/errors.ts';
+import { createProcessLog, urlPassword } from '../shared/logger.ts';
+import type { Settings } from '../shared/settings/index.ts';
+import { statusLine } from './status.ts';
+import { Supervisor } from './supervisor.ts';
+
+export interface SupervisorRunOptions {
+  readonly settings: Settings;
+  /** Environment variables from CLI flags, handed to every child so they read the same settings. */
+  readonly childOverrides: Record<string, string>;
+}
+
+const CHILD_MODULE = fileURLToPath(new URL('../cli/child.ts', import.meta.url));
+
+async function checkDatabase(url: string, settings: Settings): Promise<void> {
+  const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-supervisor', max: 1 });
+  try {
+    await migrate(pool, settings.database.schema);
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The supervisor process: starts the embedded database when there is no DATABASE_URL, forks the
+ * children, prints their status, and on SIGTERM/SIGINT drains them and stops the database.
+ * Resolves with the process exit code.
+ */
+export async function runSupervisor(options: SupervisorRunOptions): Promise<number> {
+  const { settings } = options;
+  const log = await createProcessLog({
+    settings: settings.logs,
+    experiment: settings.experiment,
+    role: 'supervisor',
+    workerId: 'supervisor',
+    secrets: [urlPassword(settings.database.url), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    consolePrefix: '[supervisor] ',
+  });
+  const logger = log.logger;
+
+  let database: EmbeddedDatabase | undefined;
+  let url = settings.database.url;
+  if (!url) {
+    const directory = path.join(settings.dataDir, 'postgres', settings.experiment.namespace);
+    logger.info({ directory }, 'no DATABASE_URL: starting the embedded PostgreSQL');
+    try {
+      database = await startEmbeddedDatabase({ directory, onLog: (m) => logger.debug({ postgres: m.trim() }, 'embedded database') });
+    } catch (error) {
+      logger.error({ error: errorMessage(error) }, 'embedded database failed to start');
+      log.flush();
+      throw error;
+    }
+    url = database.url;
+    logger.info({ port: database.port }, 'embedded PostgreSQL is up');
+  }
+  const stopDatabase = async () => {
+    if (!database) return;
+    logger.info('stopping the embedded PostgreSQL');
+    await database.stop().catch((error) => logger.error({ err: error }, 'embedded database did not stop cleanly'));
+  };
+
+  try {
+    await checkDatabase(url, settings);
+  } catch (error) {
+    await stopDatabase();
+    log.flush();
+    throw new Error(`cannot use the database: ${errorMessage(error)}`);
+  }
+
+  const supervisor = new Supervisor({
+    settings: settings.supervisor,
+    logger,
+    childModule: CHILD_MODULE,
+    childEnv: { ...options.childOverrides, DATABASE_URL: url },
+    workers: settings.supervisor.workers,
+    scheduler: settings.supervisor.scheduler,
+  });
+
+  const onSignal = (signal: NodeJS.Signals) => supervisor.stop(signal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  supervisor.on('done', (summary) => {
+    if (settings.supervisor.exitWhenDone) supervisor.stop('the run is finished (--exit-when-done)');
+    else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
+  });
+  let statusTimer: NodeJS.Timeout | undefined;
+  if (settings.supervisor.statusIntervalSeconds > 0) {
+    statusTimer = setInterval(() => logger.info({ status: statusLine(supervisor.view()) }, 'status'), settings.supervisor.statusIntervalSeconds * 1000);
+    statusTimer.unref();
+  }
+
+  supervisor.start();
+  const code = await supervisor.stopped;
+  clearInterval(statusTimer);
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  await stopDatabase();
+  logger.info({ code }, 'supervisor stopped');
+  log.flush();
+  return code;
+}

@@ -1,0 +1,273 @@
+import cluster, { type Worker as ClusterWorker } from 'node:cluster';
+import { EventEmitter } from 'node:events';
+import { CHILD_ENV, isChildMessage, type ChildState, type SupervisorMessage } from '../shared/ipc.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { SupervisorSettings } from '../shared/settings/index.ts';
+import { RestartPolicy } from './restart-policy.ts';
+
+/**
+ * Keeps N worker children and one scheduler child alive with `node:cluster`. Each slot has a
+ * stable id (`worker0001`, `scheduler0001`) that a restarted child keeps. Process plumbing only:
+ * what a child does is the child's business.
+ */
+
+export type SlotRole = 'worker' | 'scheduler';
+export type SlotState = ChildState | 'backoff' | 'errored' | 'exited';
+
+export interface SlotView {
+  readonly id: string;
+  readonly role: SlotRole;
+  readonly state: SlotState;
+  readonly pid: number | undefined;
+  readonly restarts: number;
+  readonly jobId: string | null;
+  readonly rssBytes: number | undefined;
+}
+
+interface Slot {
+  readonly id: string;
+  readonly role: SlotRole;
+  readonly policy: RestartPolicy;
+  state: SlotState;
+  child: ClusterWorker | undefined;
+  startedAt: number;
+  lastHeartbeat: number;
+  restarts: number;
+  jobId: string | null;
+  rssBytes: number | undefined;
+  restartTimer: NodeJS.Timeout | undefined;
+  /** Set when we killed it for not answering, so the exit is logged as such. */
+  killedAsUnresponsive: boolean;
+}
+
+export interface SupervisorOptions {
+  readonly settings: SupervisorSettings;
+  readonly logger: Logger;
+  /** The module each child runs (`src/cli/child.ts`). */
+  readonly childModule: string;
+  /** Environment added to every child's (DATABASE_URL of the embedded database, flag overrides). */
+  readonly childEnv: Record<string, string>;
+  readonly workers: number;
+  readonly scheduler: boolean;
+}
+
+export interface SupervisorEvents {
+  change: [SlotView];
+  done: [Record<string, unknown>];
+}
+
+export function slotId(prefix: string, index: number): string {
+  return `${prefix}${String(index).padStart(4, '0')}`;
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  private readonly options: SupervisorOptions;
+  private readonly logger: Logger;
+  private readonly slots: Slot[] = [];
+  private readonly byChild = new Map<number, Slot>();
+  private stopping = false;
+  private stopReason = '';
+  private allErrored = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  private hardDeadline: NodeJS.Timeout | undefined;
+  private resolveStopped!: (code: number) => void;
+  /** Resolves with the exit code once every child has exited after a stop. */
+  readonly stopped: Promise<number>;
+
+  constructor(options: SupervisorOptions) {
+    super();
+    this.options = options;
+    this.logger = options.logger;
+    this.stopped = new Promise((resolve) => (this.resolveStopped = resolve));
+    const s = options.settings;
+    const policy = () =>
+      new RestartPolicy({
+        initialMs: s.restartBackoffInitialMs,
+        maxMs: s.restartBackoffMaxMs,
+        resetAfterMs: s.restartResetAfterSeconds * 1000,
+        maxCrashes: s.crashLoopMaxRestarts,
+        windowMs: s.crashLoopWindowSeconds * 1000,
+      });
+    const make = (id: string, role: SlotRole): Slot => ({
+      id, role, policy: policy(), state: 'exited', child: undefined, startedAt: 0, lastHeartbeat: 0, restarts: 0,
+      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false,
+    });
+    for (let index = 1; index <= options.workers; index += 1) this.slots.push(make(slotId(s.workerIdPrefix, index), 'worker'));
+    if (options.scheduler) this.slots.push(make(slotId(s.schedulerIdPrefix, 1), 'scheduler'));
+  }
+
+  start(): void {
+    cluster.setupPrimary({ exec: this.options.childModule, args: [], silent: false });
+    cluster.on('exit', (child, code, signal) => this.onExit(child, code, signal));
+    for (const slot of this.slots) this.fork(slot);
+    this.watchdog = setInterval(() => this.checkHeartbeats(), Math.max(50, Math.min(this.options.settings.heartbeatIntervalMs, 1000)));
+    this.logger.info({ workers: this.options.workers, scheduler: this.options.scheduler, slots: this.slots.map((s) => s.id) }, 'supervisor started');
+  }
+
+  view(): SlotView[] {
+    return this.slots.map((slot) => ({
+      id: slot.id, role: slot.role, state: slot.state, pid: slot.child?.process.pid, restarts: slot.restarts, jobId: slot.jobId, rssBytes: slot.rssBytes,
+    }));
+  }
+
+  private setState(slot: Slot, state: SlotState, jobId: string | null = slot.jobId): void {
+    if (slot.state === state && slot.jobId === jobId) return;
+    slot.state = state;
+    slot.jobId = jobId;
+    const view = this.view().find((v) => v.id === slot.id)!;
+    this.logger.info({ slot: slot.id, state, pid: view.pid, jobId: jobId ?? undefined, restarts: slot.restarts }, 'child state');
+    this.emit('change', view);
+  }
+
+  private fork(slot: Slot): void {
+    slot.restartTimer = undefined;
+    const child = cluster.fork({
+      ...this.options.childEnv,
+      [CHILD_ENV.workerId]: slot.id,
+      [CHILD_ENV.role]: slot.role,
+      [CHILD_ENV.supervised]: '1',
+    });
+    slot.child = child;
+    slot.startedAt = Date.now();
+    slot.lastHeartbeat = Date.now();
+    slot.killedAsUnresponsive = false;
+    slot.rssBytes = undefined;
+    this.byChild.set(child.id, slot);
+    child.on('message', (message: unknown) => this.onMessage(slot, child, message));
+    // A child whose IPC channel errors is dealt with by its exit; the error must not crash us.
+    child.on('error', (error) => this.logger.warn({ slot: slot.id, err: error }, 'child channel error'));
+    this.setState(slot, 'starting', null);
+  }
+
+  private onMessage(slot: Slot, child: ClusterWorker, message: unknown): void {
+    if (slot.child !== child || !isChildMessage(message)) return;
+    slot.lastHeartbeat = Date.now();
+    switch (message.loreley) {
+      case 'ready':
+        this.logger.info({ slot: slot.id, pid: message.pid }, 'child ready');
+        if (this.stopping) this.send(slot, { loreley: 'drain', timeoutSeconds: this.options.settings.drainTimeoutSeconds });
+        break;
+      case 'heartbeat':
+        slot.rssBytes = message.rssBytes;
+        this.setState(slot, message.state, message.jobId ?? null);
+        break;
+      case 'done':
+        this.logger.info({ slot: slot.id, summary: message.summary }, 'scheduler reports the run finished');
+        this.emit('done', message.summary);
+        break;
+    }
+  }
+
+  private send(slot: Slot, message: SupervisorMessage): void {
+    const child = slot.child;
+    if (!child || !child.isConnected()) return;
+    try {
+      child.send(message);
+    } catch (error) {
+      this.logger.debug({ slot: slot.id, err: error }, 'could not message child');
+    }
+  }
+
+  private onExit(child: ClusterWorker, code: number | null, signal: string | null): void {
+    const slot = this.byChild.get(child.id);
+    if (!slot) return;
+    this.byChild.delete(child.id);
+    if (slot.child === child) slot.child = undefined;
+    const uptimeMs = Date.now() - slot.startedAt;
+    const how = signal ? `signal ${signal}` : `code ${code}`;
+
+    if (this.stopping) {
+      this.logger.info({ slot: slot.id, code, signal }, 'child exited');
+      this.setState(slot, 'exited', null);
+      this.checkAllExited();
+      return;
+    }
+
+    const decision = slot.policy.onCrash(Date.now(), uptimeMs);
+    const why = slot.killedAsUnresponsive ? 'was unresponsive and was killed' : `exited unexpectedly (${how})`;
+    if (decision.action === 'give-up') {
+      this.logger.error(
+        { slot: slot.id, crashes: decision.crashes, windowSeconds: this.options.settings.crashLoopWindowSeconds },
+        `child ${slot.id} ${why}; it crashed ${decision.crashes} times within ${this.options.settings.crashLoopWindowSeconds}s: slot marked errored and left down`,
+      );
+      this.setState(slot, 'errored', null);
+      const workers = this.slots.filter((s) => s.role === 'worker');
+      if (workers.length > 0 && workers.every((s) => s.state === 'errored')) {
+        this.allErrored = true;
+        this.logger.fatal('every worker slot is errored: stopping the supervisor with a non-zero exit');
+        this.stop('every worker slot errored');
+      }
+      return;
+    }
+    slot.restarts += 1;
+    this.logger.warn({ slot: slot.id, code, signal, uptimeMs, delayMs: decision.delayMs, restarts: slot.restarts }, `child ${slot.id} ${why}: restarting in ${decision.delayMs} ms`);
+    this.setState(slot, 'backoff', null);
+    slot.restartTimer = setTimeout(() => {
+      if (!this.stopping) this.fork(slot);
+    }, decision.delayMs);
+  }
+
+  private checkHeartbeats(): void {
+    const now = Date.now();
+    const timeout = this.options.settings.heartbeatTimeoutMs;
+    for (const slot of this.slots) {
+      const child = slot.child;
+      if (!child || slot.killedAsUnresponsive) continue;
+      // Start-up connects to the database and may migrate it: it gets twice the time.
+      const limit = slot.state === 'starting' ? Math.max(timeout * 2, 60_000) : timeout;
+      if (now - slot.lastHeartbeat > limit) {
+        slot.killedAsUnresponsive = true;
+        this.logger.error({ slot: slot.id, pid: child.process.pid, silentMs: now - slot.lastHeartbeat }, 'child stopped heartbeating (blocked event loop?): killing it');
+        child.process.kill('SIGKILL');
+      }
+    }
+  }
+
+  /** First call: ask every child to drain. Second call: stop them now. */
+  stop(reason: string): void {
+    const s = this.options.settings;
+    if (this.stopping) {
+      this.logger.warn({ reason }, 'second stop request: stopping children now');
+      for (const slot of this.slots) this.send(slot, { loreley: 'stop-now' });
+      clearTimeout(this.hardDeadline);
+      this.hardDeadline = setTimeout(() => this.killAll(), 5000);
+      this.hardDeadline.unref();
+      return;
+    }
+    this.stopping = true;
+    this.stopReason = reason;
+    this.logger.info({ reason, drainTimeoutSeconds: s.drainTimeoutSeconds }, 'draining children');
+    for (const slot of this.slots) {
+      if (slot.restartTimer) {
+        clearTimeout(slot.restartTimer);
+        slot.restartTimer = undefined;
+        if (slot.state === 'backoff') this.setState(slot, 'exited', null);
+      }
+      if (slot.child) {
+        this.send(slot, { loreley: 'drain', timeoutSeconds: s.drainTimeoutSeconds });
+        this.setState(slot, 'draining');
+      }
+    }
+    // Children hand their jobs back at the drain timeout; past that and a grace, nothing is waited for.
+    this.hardDeadline = setTimeout(() => this.killAll(), (s.drainTimeoutSeconds + 30) * 1000);
+    this.hardDeadline.unref();
+    this.checkAllExited();
+  }
+
+  private killAll(): void {
+    for (const slot of this.slots) {
+      if (slot.child) {
+        this.logger.error({ slot: slot.id, pid: slot.child.process.pid }, 'child did not stop in time: killing it');
+        slot.child.process.kill('SIGKILL');
+      }
+    }
+  }
+
+  private checkAllExited(): void {
+    if (!this.stopping || this.slots.some((slot) => slot.child)) return;
+    clearInterval(this.watchdog);
+    clearTimeout(this.hardDeadline);
+    this.logger.info({ reason: this.stopReason }, 'all children exited');
+    this.resolveStopped(this.allErrored ? 1 : 0);
+  }
+}
