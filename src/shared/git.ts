@@ -8,13 +8,16 @@ import { simpleGit, type SimpleGit } from 'simple-git';
  * several processes can share one clone as long as writers hold the clone's lock.
  */
 
-export function gitAt(directory: string): SimpleGit {
-  // Prompts would hang a worker forever; a missing credential must fail instead.
-  return simpleGit({ baseDir: directory, maxConcurrentProcesses: 4 }).env({
-    ...process.env,
-    GIT_TERMINAL_PROMPT: '0',
-    GIT_ASKPASS: 'true',
-  });
+// A credential prompt would hang a worker forever; a missing credential must fail instead. Set in
+// our own environment so it reaches every git we run, directly or through an agent.
+process.env.GIT_TERMINAL_PROMPT ??= '0';
+
+// simple-git strips GIT_* variables from the inherited environment unless they are named here;
+// these are the ones a user sets on purpose to reach a remote.
+const ALLOWED_GIT_ENVIRONMENT = ['GIT_TERMINAL_PROMPT', 'GIT_SSL_CAINFO', 'GIT_SSH_COMMAND', 'GIT_SSH', 'GIT_ASKPASS'];
+
+export function gitAt(directory: string | undefined = undefined): SimpleGit {
+  return simpleGit({ baseDir: directory, maxConcurrentProcesses: 4, allowEnvironment: ALLOWED_GIT_ENVIRONMENT });
 }
 
 export function isGitRepository(directory: string): boolean {
@@ -25,7 +28,7 @@ export function isGitRepository(directory: string): boolean {
 export async function cloneOrFetch(remote: string, directory: string): Promise<'cloned' | 'fetched'> {
   if (!isGitRepository(directory)) {
     await mkdir(path.dirname(directory), { recursive: true });
-    await simpleGit().env({ ...process.env, GIT_TERMINAL_PROMPT: '0' }).clone(remote, directory, ['--no-checkout', '--quiet']);
+    await gitAt().clone(remote, directory, ['--no-checkout', '--quiet']);
     return 'cloned';
   }
   await fetchAll(directory);
@@ -87,15 +90,7 @@ export async function commitAll(worktree: string, message: string, author: Autho
   await git.raw(['add', '--all']);
   const staged = (await git.raw(['diff', '--cached', '--name-only'])).trim();
   if (staged === '') return undefined;
-  await git
-    .env({
-      ...process.env,
-      GIT_AUTHOR_NAME: author.name,
-      GIT_AUTHOR_EMAIL: author.email,
-      GIT_COMMITTER_NAME: author.name,
-      GIT_COMMITTER_EMAIL: author.email,
-    })
-    .raw(['commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
+  await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
   return (await git.raw(['rev-parse', 'HEAD'])).trim();
 }
 

@@ -209,3 +209,69 @@ export async function recentFailuresOnParent(db: Queryable, experimentId: string
   );
   return rows;
 }
+
+/** Jobs of every kind (the baseline too) that are pending, queued or running. */
+export async function countUnfinished(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    `SELECT count(*)::int AS count FROM evolution_jobs WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running')`,
+    [experimentId],
+  );
+  return rows[0].count;
+}
+
+/** What the budget counts: evolution jobs in any status; the baseline is not one. */
+export async function countEvolutionJobs(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    `SELECT count(*)::int AS count FROM evolution_jobs WHERE experiment_id = $1 AND kind = 'evolution'`,
+    [experimentId],
+  );
+  return rows[0].count;
+}
+
+export async function countAwaitingIngestion(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    `SELECT count(*)::int AS count FROM evolution_jobs
+      WHERE experiment_id = $1 AND status = 'succeeded' AND ingestion_status = 'pending'`,
+    [experimentId],
+  );
+  return rows[0].count;
+}
+
+/** Unfinished jobs scheduled as seeds (`payload.seed`), which run while the archive is empty. */
+export async function countUnfinishedSeeds(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    `SELECT count(*)::int AS count FROM evolution_jobs
+      WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running') AND payload->>'seed' = 'true'`,
+    [experimentId],
+  );
+  return rows[0].count;
+}
+
+export async function findJobsByKind(db: Queryable, experimentId: string, kind: string): Promise<EvolutionJob[]> {
+  const { rows } = await db.query<EvolutionJob>(
+    `SELECT ${COLUMNS} FROM evolution_jobs WHERE experiment_id = $1 AND kind = $2 ORDER BY created_at, id`,
+    [experimentId, kind],
+  );
+  return rows;
+}
+
+/**
+ * Locks a job for reconciliation, skipping it when a worker holds it (the worker is claiming or
+ * finishing it right now, so it is not stuck).
+ */
+export async function lockForReconcile(db: Queryable, id: string): Promise<EvolutionJob | undefined> {
+  const { rows } = await db.query<EvolutionJob>(`SELECT ${COLUMNS} FROM evolution_jobs WHERE id = $1 FOR UPDATE SKIP LOCKED`, [id]);
+  return rows[0];
+}
+
+/** Queues a job again on a fresh queue job after its old one vanished; counts the resend in the payload. */
+export async function markResent(db: Queryable, id: string, queueJobId: string, reason: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs
+        SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now(), started_at = NULL,
+            worker_id = NULL, worker_host = NULL, last_error = $3,
+            payload = jsonb_set(payload, '{resends}', to_jsonb(COALESCE((payload->>'resends')::int, 0) + 1), true)
+      WHERE id = $1`,
+    [id, queueJobId, reason],
+  );
+}

@@ -2,15 +2,23 @@ import path from 'node:path';
 import type { EnvReader } from './reader.ts';
 
 export interface SchedulerSettings {
-  /** A clone the scheduler reads commits from; defaults to the worker base clone path. */
+  /** A clone the scheduler reads commits from; unset means `<WORKER_REPO_WORKTREE>-scheduler`. */
   readonly repoRoot: string | undefined;
   readonly pollIntervalSeconds: number;
   readonly maxUnfinishedJobs: number;
   readonly scheduleBatchSize: number;
   readonly dispatchBatchSize: number;
   readonly ingestBatchSize: number;
-  /** The experiment's job budget; unset means unbounded. */
+  /** The experiment's job budget (evolution jobs, not the baseline); unset means unbounded. */
   readonly maxTotalJobs: number | undefined;
+  /** The goal every job carries to the agent; unset leaves it to the agent's own prompt. */
+  readonly goal: string | undefined;
+  /** How often a job whose queue job vanished is sent again before it is marked failed. */
+  readonly maxResends: number;
+  /** How often a standby scheduler tries to take the experiment's lock. */
+  readonly lockPollSeconds: number;
+  /** Priority of the root's baseline evaluation job; evolution jobs have priority 0. */
+  readonly baselinePriority: number;
 }
 
 export function readSchedulerSettings(reader: EnvReader, cwd: string): SchedulerSettings {
@@ -23,5 +31,9 @@ export function readSchedulerSettings(reader: EnvReader, cwd: string): Scheduler
     dispatchBatchSize: reader.int('SCHEDULER_DISPATCH_BATCH_SIZE', 8, { min: 1 }),
     ingestBatchSize: reader.int('SCHEDULER_INGEST_BATCH_SIZE', 16, { min: 1 }),
     maxTotalJobs: reader.optionalInt('SCHEDULER_MAX_TOTAL_JOBS', { min: 0 }),
+    goal: reader.optionalString('SCHEDULER_GOAL'),
+    maxResends: reader.int('SCHEDULER_MAX_RESENDS', 2, { min: 0 }),
+    lockPollSeconds: reader.float('SCHEDULER_LOCK_POLL_SECONDS', 5, { min: 0.05 }),
+    baselinePriority: reader.int('SCHEDULER_BASELINE_PRIORITY', 100, { min: 1 }),
   };
 }

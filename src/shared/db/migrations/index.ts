@@ -1,5 +1,6 @@
 import type { Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
+import { archiveMigration } from './002_archive.ts';
 
 export interface Migration {
   readonly version: number;
@@ -8,7 +9,7 @@ export interface Migration {
 }
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;

@@ -1,0 +1,209 @@
+import type { Queryable } from './pool.ts';
+
+/** SQL for the MAP-Elites archive: `archive_elites`, `archive_state` and the embedding caches. */
+
+export interface Elite {
+  readonly experimentId: string;
+  readonly island: number;
+  readonly cellKey: string;
+  readonly cell: number[];
+  /** Coordinates in [0, 1] per dimension; the cell is derived from them. */
+  readonly descriptor: number[];
+  readonly commitHash: string;
+  readonly jobId: string | null;
+  readonly fitness: number;
+  /** `ingestion`, `baseline`, `migration` or `refit`. */
+  readonly source: string;
+}
+
+const ELITE_COLUMNS = `experiment_id AS "experimentId", island, cell_key AS "cellKey", cell, descriptor,
+  commit_hash AS "commitHash", job_id AS "jobId", fitness, source`;
+
+/** The cell's elite, locked for the rest of the transaction so two placements never race. */
+export async function lockElite(db: Queryable, experimentId: string, island: number, cellKey: string): Promise<Elite | undefined> {
+  const { rows } = await db.query<Elite>(
+    `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2 AND cell_key = $3 FOR UPDATE`,
+    [experimentId, island, cellKey],
+  );
+  return rows[0];
+}
+
+export async function upsertElite(db: Queryable, elite: Elite): Promise<void> {
+  await db.query(
+    `INSERT INTO archive_elites (experiment_id, island, cell_key, cell, descriptor, commit_hash, job_id, fitness, source)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (experiment_id, island, cell_key) DO UPDATE
+       SET cell = EXCLUDED.cell, descriptor = EXCLUDED.descriptor, commit_hash = EXCLUDED.commit_hash,
+           job_id = EXCLUDED.job_id, fitness = EXCLUDED.fitness, source = EXCLUDED.source, placed_at = now()`,
+    [elite.experimentId, elite.island, elite.cellKey, elite.cell, elite.descriptor, elite.commitHash, elite.jobId, elite.fitness, elite.source],
+  );
+}
+
+/** Elites in a stable order (island, cell key), so seeded sampling is reproducible. */
+export async function listElites(db: Queryable, experimentId: string, island?: number): Promise<Elite[]> {
+  const { rows } = island === undefined
+    ? await db.query<Elite>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 ORDER BY island, cell_key`, [experimentId])
+    : await db.query<Elite>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2 ORDER BY cell_key`, [experimentId, island]);
+  return rows;
+}
+
+export async function countElites(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>('SELECT count(*)::int AS count FROM archive_elites WHERE experiment_id = $1', [experimentId]);
+  return rows[0].count;
+}
+
+export async function countElitesByIsland(db: Queryable, experimentId: string): Promise<Map<number, number>> {
+  const { rows } = await db.query<{ island: number; count: number }>(
+    'SELECT island, count(*)::int AS count FROM archive_elites WHERE experiment_id = $1 GROUP BY island',
+    [experimentId],
+  );
+  return new Map(rows.map((row) => [row.island, row.count]));
+}
+
+/** The best elite over every island; ties go to the earliest placed. */
+export async function bestElite(db: Queryable, experimentId: string, higherIsBetter: boolean): Promise<Elite | undefined> {
+  const { rows } = await db.query<Elite>(
+    `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1
+      ORDER BY fitness ${higherIsBetter ? 'DESC' : 'ASC'}, placed_at, island, cell_key LIMIT 1`,
+    [experimentId],
+  );
+  return rows[0];
+}
+
+/** The island's best elites, best first. */
+export async function topElites(db: Queryable, experimentId: string, island: number, limit: number, higherIsBetter: boolean): Promise<Elite[]> {
+  const { rows } = await db.query<Elite>(
+    `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2
+      ORDER BY fitness ${higherIsBetter ? 'DESC' : 'ASC'}, placed_at, cell_key LIMIT $3`,
+    [experimentId, island, limit],
+  );
+  return rows;
+}
+
+export async function deleteElites(db: Queryable, experimentId: string): Promise<void> {
+  await db.query('DELETE FROM archive_elites WHERE experiment_id = $1', [experimentId]);
+}
+
+export interface ArchiveState {
+  readonly experimentId: string;
+  readonly ingestions: number;
+  readonly rngState: number;
+  readonly nextIsland: number;
+  /** The fitted projection (see the scheduler's projection module), or null before the first fit. */
+  readonly projection: unknown;
+  /** The ingestion count at the last fit. */
+  readonly projectionFittedAt: number | null;
+}
+
+const STATE_COLUMNS = `experiment_id AS "experimentId", ingestions, rng_state AS "rngState", next_island AS "nextIsland",
+  projection, projection_fitted_at AS "projectionFittedAt"`;
+
+/** Creates the row on first sight with the sampler's seed; locked for the transaction. */
+export async function lockArchiveState(db: Queryable, experimentId: string, seed: number): Promise<ArchiveState> {
+  await db.query('INSERT INTO archive_state (experiment_id, rng_state) VALUES ($1, $2) ON CONFLICT (experiment_id) DO NOTHING', [experimentId, seed]);
+  const { rows } = await db.query<ArchiveState>(`SELECT ${STATE_COLUMNS} FROM archive_state WHERE experiment_id = $1 FOR UPDATE`, [experimentId]);
+  return rows[0];
+}
+
+export async function getArchiveState(db: Queryable, experimentId: string): Promise<ArchiveState | undefined> {
+  const { rows } = await db.query<ArchiveState>(`SELECT ${STATE_COLUMNS} FROM archive_state WHERE experiment_id = $1`, [experimentId]);
+  return rows[0];
+}
+
+export async function saveSamplerState(db: Queryable, experimentId: string, rngState: number, nextIsland: number): Promise<void> {
+  await db.query(
+    'UPDATE archive_state SET rng_state = $2, next_island = $3, updated_at = now() WHERE experiment_id = $1',
+    [experimentId, rngState, nextIsland],
+  );
+}
+
+/** Counts one ingestion; returns the new count. */
+export async function countIngestion(db: Queryable, experimentId: string): Promise<number> {
+  const { rows } = await db.query<{ ingestions: number }>(
+    'UPDATE archive_state SET ingestions = ingestions + 1, updated_at = now() WHERE experiment_id = $1 RETURNING ingestions',
+    [experimentId],
+  );
+  return rows[0].ingestions;
+}
+
+export async function saveProjection(db: Queryable, experimentId: string, projection: unknown, fittedAt: number): Promise<void> {
+  await db.query(
+    'UPDATE archive_state SET projection = $2, projection_fitted_at = $3, updated_at = now() WHERE experiment_id = $1',
+    [experimentId, JSON.stringify(projection), fittedAt],
+  );
+}
+
+export async function getFileEmbeddings(db: Queryable, embedderId: string, blobHashes: readonly string[]): Promise<Map<string, number[]>> {
+  if (blobHashes.length === 0) return new Map();
+  const { rows } = await db.query<{ blobHash: string; vector: number[] }>(
+    'SELECT blob_hash AS "blobHash", vector FROM file_embeddings WHERE embedder_id = $1 AND blob_hash = ANY($2)',
+    [embedderId, blobHashes],
+  );
+  return new Map(rows.map((row) => [row.blobHash, row.vector]));
+}
+
+export async function putFileEmbeddings(db: Queryable, embedderId: string, vectors: ReadonlyMap<string, readonly number[]>): Promise<void> {
+  if (vectors.size === 0) return;
+  await db.query(
+    `INSERT INTO file_embeddings (embedder_id, blob_hash, vector)
+     SELECT $1, e.blob_hash, ARRAY(SELECT jsonb_array_elements_text(e.vector)::double precision)
+       FROM jsonb_to_recordset($2::jsonb) AS e(blob_hash text, vector jsonb)
+     ON CONFLICT (embedder_id, blob_hash) DO NOTHING`,
+    [embedderId, JSON.stringify([...vectors].map(([blob_hash, vector]) => ({ blob_hash, vector })))],
+  );
+}
+
+export interface CommitEmbedding {
+  readonly commitHash: string;
+  readonly fileCount: number;
+  /** Sum of the eligible files' vectors; the mean is `vectorSum / fileCount`. */
+  readonly vectorSum: number[];
+}
+
+export async function getCommitEmbedding(db: Queryable, experimentId: string, embedderId: string, commitHash: string): Promise<CommitEmbedding | undefined> {
+  const { rows } = await db.query<CommitEmbedding>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+       FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2 AND commit_hash = $3`,
+    [experimentId, embedderId, commitHash],
+  );
+  return rows[0];
+}
+
+export async function getCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string, commitHashes: readonly string[]): Promise<Map<string, CommitEmbedding>> {
+  if (commitHashes.length === 0) return new Map();
+  const { rows } = await db.query<CommitEmbedding>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+       FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2 AND commit_hash = ANY($3)`,
+    [experimentId, embedderId, commitHashes],
+  );
+  return new Map(rows.map((row) => [row.commitHash, row]));
+}
+
+export async function putCommitEmbedding(db: Queryable, experimentId: string, embedderId: string, embedding: CommitEmbedding): Promise<void> {
+  await db.query(
+    `INSERT INTO commit_embeddings (experiment_id, embedder_id, commit_hash, file_count, vector_sum)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (experiment_id, embedder_id, commit_hash) DO UPDATE
+       SET file_count = EXCLUDED.file_count, vector_sum = EXCLUDED.vector_sum`,
+    [experimentId, embedderId, embedding.commitHash, embedding.fileCount, embedding.vectorSum],
+  );
+}
+
+/** The most recent commit vectors, the samples a projection is fitted on. */
+export async function recentCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string, limit: number): Promise<CommitEmbedding[]> {
+  const { rows } = await db.query<CommitEmbedding>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+       FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2
+      ORDER BY created_at DESC, commit_hash LIMIT $3`,
+    [experimentId, embedderId, limit],
+  );
+  return rows;
+}
+
+export async function countCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    'SELECT count(*)::int AS count FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2',
+    [experimentId, embedderId],
+  );
+  return rows[0].count;
+}
