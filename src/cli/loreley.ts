@@ -1,7 +1,14 @@
+import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, settingsOrExit, VERSION } from './common.ts';
+import { EXAMPLES, initExample } from './init-example.ts';
 import { runChild } from './run-child.ts';
+
+/** How to start the supervisor from anywhere with this installation's Node. */
+function supervisorCommand(): string {
+  return `${process.execPath} ${fileURLToPath(new URL('../../bin/loreley-supervisor.js', import.meta.url))}`;
+}
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
@@ -29,6 +36,26 @@ await yargs(hideBin(process.argv))
     async (argv) => {
       const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel, SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs }), 'loreley scheduler');
       await runChild({ role: 'scheduler', settings, workerId: argv.workerId, once: argv.once }).catch((error) => exitOnError('loreley scheduler', error));
+    },
+  )
+  .command(
+    'init <dir>',
+    'Create a ready-to-run experiment from a bundled example',
+    (y) =>
+      y
+        .positional('dir', { type: 'string', demandOption: true, describe: 'Directory to create (must be empty)' })
+        .option('example', { type: 'string', choices: EXAMPLES, default: 'circle-packing', describe: 'Which example' })
+        .option('max-jobs', { type: 'number', default: 24, describe: 'Job budget written to the .env' })
+        .option('force', { type: 'boolean', default: false, describe: 'Write into a non-empty directory' }),
+    (argv) => {
+      try {
+        const { directory } = initExample({ directory: argv.dir, example: argv.example as (typeof EXAMPLES)[number], maxJobs: argv.maxJobs, force: argv.force });
+        process.stdout.write(
+          `Created the ${argv.example} experiment in ${directory}\n\nRun it:\n  cd ${directory}\n  ${supervisorCommand()} --workers 4 --exit-when-done\n`,
+        );
+      } catch (error) {
+        exitOnError('loreley init', error);
+      }
     },
   )
   .demandCommand(1, 'Name a command: loreley --help lists them.')
