@@ -1,6 +1,7 @@
 import type { Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
+import { llmMigration } from './003_llm.ts';
 
 export interface Migration {
   readonly version: number;
@@ -9,7 +10,7 @@ export interface Migration {
 }
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;

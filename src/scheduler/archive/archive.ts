@@ -1,0 +1,294 @@
+import {
+  bestElite, countCommitEmbeddings, countElites, countElitesByIsland, countIngestion, deleteElites, getArchiveState,
+  getCommitEmbeddings, listElites, lockArchiveState, lockElite, recentCommitEmbeddings, saveProjection, topElites, upsertElite,
+  type Elite,
+} from '../../shared/db/archive.ts';
+import { recordIngestion, type EvolutionJob } from '../../shared/db/jobs.ts';
+import { withTransaction, type Pool, type Queryable } from '../../shared/db/pool.ts';
+import { getMetrics } from '../../shared/db/results.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { ArchiveSettings } from '../../shared/settings/archive.ts';
+import { meanVector } from '../embedding/repository-state.ts';
+import type { BehaviorDescriptor } from './descriptor.ts';
+import { EmbeddingDescriptor } from './descriptor.ts';
+import { cellKey, cellOf } from './grid.ts';
+import { fitWhitenedPca, isWhitenedPca } from './projection.ts';
+
+/** Where an ingestion put a candidate, as recorded on the job (`ingestion_cell`). */
+export interface Placement {
+  readonly island: number;
+  readonly cell: number[];
+  readonly descriptor: number[];
+  readonly placed: boolean;
+  /** Improvement over the cell's previous elite in the fitness direction; null for a new cell. */
+  readonly delta: number | null;
+  readonly incumbent: { commit: string; fitness: number } | null;
+}
+
+export interface IngestionOutcome {
+  readonly jobId: string;
+  readonly commit: string;
+  readonly fitness: number;
+  readonly status: 'ingested' | 'rejected';
+  readonly placements: Placement[];
+  readonly reason: string;
+  /** Set when this ingestion triggered a projection refit or a migration. */
+  readonly refit?: RefitSummary;
+  readonly migrated?: number;
+}
+
+export interface RefitSummary {
+  readonly samples: number;
+  readonly elites: number;
+  readonly moved: number;
+  readonly dropped: number;
+}
+
+export interface Candidate {
+  readonly commit: string;
+  readonly jobId: string | null;
+  readonly fitness: number;
+  readonly descriptor: number[];
+  readonly source: string;
+}
+
+export interface ArchiveOptions {
+  readonly pool: Pool;
+  readonly experimentId: string;
+  readonly settings: ArchiveSettings;
+  readonly descriptor: BehaviorDescriptor;
+  /** The sampler's initial random state, stored with the archive state on first use. */
+  readonly seed: number;
+  readonly logger?: Logger;
+  /** Makes sure a commit can be read from the scheduler's clone before it is described. */
+  readonly ensureCommit?: (commit: string) => Promise<void>;
+}
+
+const FIT_SAMPLE_LIMIT = 4096;
+
+/**
+ * A MAP-Elites archive per island in Postgres: one elite per cell, replaced only by a strictly
+ * better candidate. Ingestion turns a succeeded job into a candidate (fitness from its metrics,
+ * descriptor from the behaviour descriptor), places it, records the outcome on the job, and every
+ * so many ingestions refits the projection and migrates elites between islands.
+ */
+export class MapElitesArchive {
+  readonly settings: ArchiveSettings;
+  readonly descriptor: BehaviorDescriptor;
+  private readonly pool: Pool;
+  private readonly experimentId: string;
+  private readonly seed: number;
+  private readonly logger: Logger | undefined;
+  private readonly ensureCommit: (commit: string) => Promise<void>;
+
+  constructor(options: ArchiveOptions) {
+    this.pool = options.pool;
+    this.experimentId = options.experimentId;
+    this.settings = options.settings;
+    this.descriptor = options.descriptor;
+    this.seed = options.seed;
+    this.logger = options.logger;
+    this.ensureCommit = options.ensureCommit ?? (async () => undefined);
+  }
+
+  /** Creates the archive state row and loads the stored projection. */
+  async open(): Promise<void> {
+    await withTransaction(this.pool, (client) => lockArchiveState(client, this.experimentId, this.seed));
+    if (this.descriptor instanceof EmbeddingDescriptor) {
+      const state = await getArchiveState(this.pool, this.experimentId);
+      this.descriptor.projection = isWhitenedPca(state?.projection) ? state.projection : undefined;
+    }
+  }
+
+  isBetter(fitness: number, than: number): boolean {
+    return this.settings.fitnessHigherIsBetter ? fitness > than : fitness < than;
+  }
+
+  private improvement(fitness: number, incumbent: number): number {
+    return this.settings.fitnessHigherIsBetter ? fitness - incumbent : incumbent - fitness;
+  }
+
+  /** Places a candidate in one island's grid inside the caller's transaction. */
+  async place(db: Queryable, island: number, candidate: Candidate): Promise<Placement> {
+    const cell = cellOf(candidate.descriptor, this.settings.cellsPerDim);
+    const key = cellKey(cell);
+    const incumbent = await lockElite(db, this.experimentId, island, key);
+    const base = { island, cell, descriptor: candidate.descriptor };
+    if (incumbent && incumbent.commitHash === candidate.commit) {
+      return { ...base, placed: false, delta: 0, incumbent: { commit: incumbent.commitHash, fitness: incumbent.fitness } };
+    }
+    if (incumbent && !this.isBetter(candidate.fitness, incumbent.fitness)) {
+      return { ...base, placed: false, delta: this.improvement(candidate.fitness, incumbent.fitness), incumbent: { commit: incumbent.commitHash, fitness: incumbent.fitness } };
+    }
+    await upsertElite(db, {
+      experimentId: this.experimentId, island, cellKey: key, cell, descriptor: candidate.descriptor,
+      commitHash: candidate.commit, jobId: candidate.jobId, fitness: candidate.fitness, source: candidate.source,
+    });
+    return {
+      ...base,
+      placed: true,
+      delta: incumbent ? this.improvement(candidate.fitness, incumbent.fitness) : null,
+      incumbent: incumbent ? { commit: incumbent.commitHash, fitness: incumbent.fitness } : null,
+    };
+  }
+
+  /** Fitness from the job's metrics: the configured metric, or the floor when it is missing. */
+  fitnessOf(metrics: ReadonlyMap<string, number>): { fitness: number; note?: string } {
+    const value = metrics.get(this.settings.fitnessMetric);
+    if (value === undefined || !Number.isFinite(value)) {
+      return { fitness: this.settings.fitnessFloor, note: `metric ${this.settings.fitnessMetric} missing, fitness floor ${this.settings.fitnessFloor} used` };
+    }
+    return { fitness: value };
+  }
+
+  /**
+   * Ingests a succeeded job. The baseline goes into every island, so each starts from the root;
+   * an evolution job into its own island. Throws when the candidate cannot be described (the
+   * caller records that as a failed ingestion).
+   */
+  async ingest(job: EvolutionJob): Promise<IngestionOutcome> {
+    const commit = job.resultCommit ?? job.baseCommit;
+    const metricRows = await getMetrics(this.pool, this.experimentId, commit);
+    const metrics = new Map(metricRows.map((row) => [row.name, row.value]));
+    const { fitness, note } = this.fitnessOf(metrics);
+    if (this.descriptor.kind === 'embedding') {
+      await this.ensureCommit(commit);
+      if (job.kind !== 'baseline' && job.baseCommit !== commit) await this.ensureCommit(job.baseCommit);
+    }
+    const description = await this.descriptor.describe({ commit, parent: job.kind === 'baseline' ? null : job.baseCommit, metrics });
+    const baseline = job.kind === 'baseline';
+    const islands = baseline ? Array.from({ length: this.settings.islands }, (_, i) => i) : [job.island % this.settings.islands];
+    const candidate: Candidate = { commit, jobId: job.id, fitness, descriptor: description.descriptor, source: baseline ? 'baseline' : 'ingestion' };
+
+    const { placements, ingestions } = await withTransaction(this.pool, async (client) => {
+      const placements: Placement[] = [];
+      for (const island of islands) placements.push(await this.place(client, island, candidate));
+      await lockArchiveState(client, this.experimentId, this.seed);
+      const ingestions = await countIngestion(client, this.experimentId);
+      const placed = placements.some((placement) => placement.placed);
+      const reason = describeOutcome(this.settings.fitnessMetric, fitness, placements, [note, ...description.notes]);
+      const main = placements.find((placement) => placement.placed) ?? placements[0];
+      await recordIngestion(client, job.id, {
+        status: placed ? 'ingested' : 'rejected',
+        delta: main.delta,
+        cell: { island: main.island, cell: main.cell, descriptor: main.descriptor, islands: placements.map((p) => ({ island: p.island, placed: p.placed })) },
+        reason,
+      });
+      return { placements, ingestions };
+    });
+    const placed = placements.some((placement) => placement.placed);
+    const outcome: IngestionOutcome = {
+      jobId: job.id, commit, fitness, status: placed ? 'ingested' : 'rejected', placements,
+      reason: describeOutcome(this.settings.fitnessMetric, fitness, placements, [note, ...description.notes]),
+    };
+    const refit = await this.maybeRefit(ingestions);
+    const migrated = await this.maybeMigrate(ingestions);
+    return { ...outcome, ...(refit ? { refit } : {}), ...(migrated !== undefined ? { migrated } : {}) };
+  }
+
+  private async maybeRefit(ingestions: number): Promise<RefitSummary | undefined> {
+    if (!(this.descriptor instanceof EmbeddingDescriptor)) return undefined;
+    const state = await getArchiveState(this.pool, this.experimentId);
+    const fittedAt = state?.projectionFittedAt ?? null;
+    if (fittedAt !== null && ingestions - fittedAt < this.settings.refitInterval) return undefined;
+    const samples = await countCommitEmbeddings(this.pool, this.experimentId, this.descriptor.state.embedderId);
+    if (samples < this.settings.minFitSamples) return undefined;
+    return this.refit(ingestions);
+  }
+
+  /**
+   * Fits the whitened PCA on the most recent commit vectors, then re-projects every stored elite
+   * under it and places them again; when two elites land in one cell the better one stays.
+   */
+  async refit(ingestions?: number): Promise<RefitSummary> {
+    if (!(this.descriptor instanceof EmbeddingDescriptor)) throw new Error('only the embedding descriptor has a projection to refit');
+    const descriptor = this.descriptor;
+    const embedderId = descriptor.state.embedderId;
+    const dimensions = descriptor.dimensions;
+    const embedDims = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, 1))[0]?.vectorSum.length ?? 0;
+    const samples = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT)).map((e) => meanVector(e, embedDims));
+    const model = fitWhitenedPca(samples, dimensions);
+    const count = ingestions ?? (await getArchiveState(this.pool, this.experimentId))?.ingestions ?? 0;
+
+    const summary = await withTransaction(this.pool, async (client) => {
+      await lockArchiveState(client, this.experimentId, this.seed);
+      const elites = await listElites(client, this.experimentId);
+      const embeddings = await getCommitEmbeddings(client, this.experimentId, embedderId, [...new Set(elites.map((e) => e.commitHash))]);
+      const ordered = [...elites].sort((a, b) => (this.isBetter(a.fitness, b.fitness) ? -1 : this.isBetter(b.fitness, a.fitness) ? 1 : 0));
+      await deleteElites(client, this.experimentId);
+      let moved = 0;
+      let dropped = 0;
+      for (const elite of ordered) {
+        const embedding = embeddings.get(elite.commitHash);
+        // An elite without a stored vector (it cannot happen for ingested commits) keeps its place.
+        const next = embedding ? descriptor.project(meanVector(embedding, embedDims), model) : elite.descriptor;
+        const placement = await this.place(client, elite.island, { commit: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, descriptor: next, source: elite.source });
+        if (!placement.placed) dropped += 1;
+        else if (cellKey(placement.cell) !== elite.cellKey) moved += 1;
+      }
+      await saveProjection(client, this.experimentId, model, count);
+      return { samples: samples.length, elites: elites.length, moved, dropped };
+    });
+    descriptor.projection = model;
+    this.logger?.info({ ...summary, ingestions: count }, 'behaviour projection refitted, elites re-projected');
+    return summary;
+  }
+
+  private async maybeMigrate(ingestions: number): Promise<number | undefined> {
+    if (this.settings.islands < 2 || ingestions % this.settings.migrationInterval !== 0) return undefined;
+    return this.migrate();
+  }
+
+  /** Each island sends its best elites to the next island of the ring; they stay only where better. */
+  async migrate(): Promise<number> {
+    const islands = this.settings.islands;
+    const migrated = await withTransaction(this.pool, async (client) => {
+      const emigrants: Elite[][] = [];
+      for (let island = 0; island < islands; island++) {
+        emigrants.push(await topElites(client, this.experimentId, island, this.settings.migrationSize, this.settings.fitnessHigherIsBetter));
+      }
+      let placed = 0;
+      for (let island = 0; island < islands; island++) {
+        const target = (island + 1) % islands;
+        for (const elite of emigrants[island]) {
+          const placement = await this.place(client, target, { commit: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, descriptor: elite.descriptor, source: 'migration' });
+          if (placement.placed) placed += 1;
+        }
+      }
+      return placed;
+    });
+    this.logger?.info({ migrated, islands }, 'elites migrated around the island ring');
+    return migrated;
+  }
+
+  async best(): Promise<Elite | undefined> {
+    return bestElite(this.pool, this.experimentId, this.settings.fitnessHigherIsBetter);
+  }
+
+  async isEmpty(): Promise<boolean> {
+    return (await countElites(this.pool, this.experimentId)) === 0;
+  }
+
+  async coverage(): Promise<{ elites: number; byIsland: Record<string, number>; cellsPerIsland: number; coverage: number }> {
+    const byIsland = await countElitesByIsland(this.pool, this.experimentId);
+    const cellsPerIsland = this.settings.cellsPerDim ** this.descriptor.dimensions;
+    const elites = [...byIsland.values()].reduce((sum, count) => sum + count, 0);
+    return {
+      elites,
+      byIsland: Object.fromEntries([...byIsland].map(([island, count]) => [String(island), count])),
+      cellsPerIsland,
+      coverage: elites / (cellsPerIsland * this.settings.islands),
+    };
+  }
+}
+
+function describeOutcome(metric: string, fitness: number, placements: readonly Placement[], notes: ReadonlyArray<string | undefined>): string {
+  const parts = placements.map((p) => {
+    const where = `island ${p.island} cell [${p.cell.join(',')}]`;
+    if (p.placed && !p.incumbent) return `${where}: new cell`;
+    if (p.placed) return `${where}: replaced ${p.incumbent!.commit.slice(0, 12)} (${metric} ${p.incumbent!.fitness} -> ${fitness})`;
+    return `${where}: not better than elite ${p.incumbent!.commit.slice(0, 12)} (${metric} ${p.incumbent!.fitness} vs ${fitness})`;
+  });
+  const extra = notes.filter((note): note is string => Boolean(note));
+  return [...parts, ...extra].join('; ');
+}

@@ -1,0 +1,152 @@
+import path from 'node:path';
+import { getCommitEmbedding, getFileEmbeddings, putCommitEmbedding, putFileEmbeddings, type CommitEmbedding } from '../../shared/db/archive.ts';
+import type { Queryable } from '../../shared/db/pool.ts';
+import type { EmbeddingSettings } from '../../shared/settings/archive.ts';
+import { diffTree, listTree, NULL_BLOB, readBlobs, readFileAt, blobSizes } from '../git-reader.ts';
+import { l2Normalize, type FileEmbedder } from './embedder.ts';
+import { IGNORE_FILES, IgnoreRules } from './ignore.ts';
+
+/**
+ * A commit's repository-state vector: the mean of the vectors of its eligible files. A file is
+ * eligible when its extension is allowed, the commit's root `.gitignore`/`.loreleyignore` do not
+ * ignore it, it is at most `maxFileBytes` and it is text (no NUL byte in its first 8 KiB).
+ *
+ * File vectors are cached by blob hash (binary blobs as an empty vector, meaning "not counted"),
+ * and each commit's sum of vectors is stored, so a child commit is its parent's sum minus the
+ * files the diff removed or changed plus the new versions: only changed files are embedded.
+ * A diff that touches an ignore file changes eligibility everywhere, so that commit is recomputed
+ * from its whole tree.
+ */
+export class RepositoryStateEmbedding {
+  private readonly db: Queryable;
+  private readonly experimentId: string;
+  private readonly repository: string;
+  private readonly embedder: FileEmbedder;
+  private readonly settings: EmbeddingSettings;
+
+  constructor(options: { db: Queryable; experimentId: string; repository: string; embedder: FileEmbedder; settings: EmbeddingSettings }) {
+    this.db = options.db;
+    this.experimentId = options.experimentId;
+    this.repository = options.repository;
+    this.embedder = options.embedder;
+    this.settings = options.settings;
+  }
+
+  get embedderId(): string {
+    return this.embedder.id;
+  }
+
+  /** The commit's L2-normalised mean file vector, computed from `parent`'s when one is given. */
+  async vector(commit: string, parent?: string | null): Promise<number[]> {
+    return meanVector(await this.embedding(commit, parent), this.embedder.dimensions);
+  }
+
+  async embedding(commit: string, parent?: string | null): Promise<CommitEmbedding> {
+    const cached = await getCommitEmbedding(this.db, this.experimentId, this.embedder.id, commit);
+    if (cached) return cached;
+    let computed: CommitEmbedding | undefined;
+    if (parent && parent !== commit) {
+      const parentEmbedding = await this.embedding(parent, null);
+      computed = await this.incremental(parentEmbedding, parent, commit);
+    }
+    computed ??= await this.full(commit);
+    await putCommitEmbedding(this.db, this.experimentId, this.embedder.id, computed);
+    return computed;
+  }
+
+  private async rules(commit: string): Promise<IgnoreRules> {
+    const sources = await Promise.all(IGNORE_FILES.map((file) => readFileAt(this.repository, commit, file)));
+    return new IgnoreRules(sources.filter((source): source is string => source !== undefined));
+  }
+
+  private pathEligible(rules: IgnoreRules, file: string, size: number): boolean {
+    if (size > this.settings.maxFileBytes) return false;
+    const extensions = this.settings.extensions;
+    if (!extensions.includes('*') && !extensions.includes(path.extname(file).toLowerCase())) return false;
+    return !rules.ignores(file);
+  }
+
+  private async full(commit: string): Promise<CommitEmbedding> {
+    const rules = await this.rules(commit);
+    const files = (await listTree(this.repository, commit)).filter((entry) => this.pathEligible(rules, entry.path, entry.size));
+    const vectors = await this.fileVectors(files.map((entry) => entry.blob));
+    const sum = new Array<number>(this.embedder.dimensions).fill(0);
+    let count = 0;
+    for (const entry of files) {
+      const vector = vectors.get(entry.blob);
+      if (!vector || vector.length === 0) continue;
+      addInto(sum, vector, 1);
+      count += 1;
+    }
+    return { commitHash: commit, fileCount: count, vectorSum: sum };
+  }
+
+  private async incremental(parentEmbedding: CommitEmbedding, parent: string, commit: string): Promise<CommitEmbedding | undefined> {
+    const changes = await diffTree(this.repository, parent, commit);
+    if (changes.some((change) => (IGNORE_FILES as readonly string[]).includes(change.path))) return undefined;
+    const rules = await this.rules(commit);
+    const regular = (mode: string) => mode === '100644' || mode === '100755';
+    const removed: string[] = [];
+    const added: string[] = [];
+    const sizes = await blobSizes(this.repository, changes.flatMap((change) => [change.oldBlob, change.newBlob]));
+    for (const change of changes) {
+      if (change.oldBlob !== NULL_BLOB && regular(change.oldMode) && this.pathEligible(rules, change.path, sizes.get(change.oldBlob) ?? Infinity)) {
+        removed.push(change.oldBlob);
+      }
+      if (change.newBlob !== NULL_BLOB && regular(change.newMode) && this.pathEligible(rules, change.path, sizes.get(change.newBlob) ?? Infinity)) {
+        added.push(change.newBlob);
+      }
+    }
+    const vectors = await this.fileVectors([...removed, ...added]);
+    const sum = [...parentEmbedding.vectorSum];
+    let count = parentEmbedding.fileCount;
+    for (const blob of removed) {
+      const vector = vectors.get(blob);
+      if (!vector || vector.length === 0) continue;
+      addInto(sum, vector, -1);
+      count -= 1;
+    }
+    for (const blob of added) {
+      const vector = vectors.get(blob);
+      if (!vector || vector.length === 0) continue;
+      addInto(sum, vector, 1);
+      count += 1;
+    }
+    return { commitHash: commit, fileCount: Math.max(count, 0), vectorSum: count <= 0 ? sum.map(() => 0) : sum };
+  }
+
+  /** Cached vectors by blob hash; the missing ones are read, embedded and cached. */
+  private async fileVectors(blobs: readonly string[]): Promise<Map<string, number[]>> {
+    const unique = [...new Set(blobs)];
+    const known = await getFileEmbeddings(this.db, this.embedder.id, unique);
+    const missing = unique.filter((blob) => !known.has(blob));
+    if (missing.length === 0) return known;
+    const contents = await readBlobs(this.repository, missing);
+    const texts: string[] = [];
+    const textBlobs: string[] = [];
+    const fresh = new Map<string, number[]>();
+    for (const blob of missing) {
+      const content = contents.get(blob);
+      if (!content) throw new Error(`blob ${blob} is missing from the scheduler's clone ${this.repository}`);
+      if (content.subarray(0, 8192).includes(0)) fresh.set(blob, []);
+      else {
+        texts.push(content.toString('utf8'));
+        textBlobs.push(blob);
+      }
+    }
+    const embedded = texts.length > 0 ? await this.embedder.embed(texts) : [];
+    textBlobs.forEach((blob, index) => fresh.set(blob, embedded[index]));
+    await putFileEmbeddings(this.db, this.embedder.id, fresh);
+    for (const [blob, vector] of fresh) known.set(blob, vector);
+    return known;
+  }
+}
+
+function addInto(target: number[], vector: readonly number[], sign: number): void {
+  for (let i = 0; i < target.length; i++) target[i] += sign * (vector[i] ?? 0);
+}
+
+export function meanVector(embedding: CommitEmbedding, dimensions: number): number[] {
+  if (embedding.fileCount <= 0) return new Array<number>(dimensions).fill(0);
+  return l2Normalize(embedding.vectorSum.map((value) => value / embedding.fileCount));
+}
