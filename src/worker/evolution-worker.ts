@@ -70,7 +70,9 @@ export class EvolutionWorker {
         if (row.experimentId !== this.options.settings.experiment.uuid) {
           throw new JobPreconditionError(`job ${jobId} belongs to another experiment (${row.experimentId})`);
         }
-        if (row.status !== 'pending' && row.status !== 'queued') {
+        // A queue retry of the same queue job after its worker died finds the row still running.
+        const retryOfDeadAttempt = row.status === 'running' && row.queueJobId === queueJob.id;
+        if (row.status !== 'pending' && row.status !== 'queued' && !retryOfDeadAttempt) {
           throw new JobPreconditionError(`job ${jobId} is ${row.status}, not pending or queued`);
         }
         return markRunning(client, jobId, { workerId, host, queueJobId: queueJob.id });

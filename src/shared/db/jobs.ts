@@ -99,12 +99,12 @@ export async function markSucceeded(db: Queryable, id: string, resultCommit: str
   );
 }
 
-/** Records a failed attempt; the job stays `running` when the queue will retry it. */
+/** Records a failed attempt: `failed` when it was the last, else back to `queued` for the queue's retry. */
 export async function recordFailure(db: Queryable, id: string, error: string, final: boolean): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs
         SET last_error = $2, updated_at = now(),
-            status = CASE WHEN $3 THEN 'failed' ELSE status END,
+            status = CASE WHEN $3 THEN 'failed' ELSE 'queued' END,
             finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
       WHERE id = $1 AND status IN ('queued', 'running')`,
     [id, error.slice(0, 8000), final],
