@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,6 +63,22 @@ async function binaries(): Promise<Binaries> {
   } catch {
     throw new Error(`no embedded PostgreSQL build for ${platform}-${os.arch()} (${name} is not installed); set DATABASE_URL to use your own server`);
   }
+}
+
+/** Where an experiment's embedded cluster lives under the data directory. */
+export function embeddedDatabaseDirectory(dataDir: string, namespace: string): string {
+  return path.join(dataDir, 'postgres', namespace);
+}
+
+function runningUrlFile(directory: string): string {
+  return path.join(directory, 'running-url');
+}
+
+/** The URL of the embedded server a supervisor is running from `directory`, if any. */
+export function runningEmbeddedUrl(directory: string): string | undefined {
+  const file = runningUrlFile(path.resolve(directory));
+  if (!existsSync(file) || !existsSync(path.join(directory, 'data', 'postmaster.pid'))) return undefined;
+  return readFileSync(file, 'utf8').trim() || undefined;
 }
 
 export function freePort(): Promise<number> {
@@ -161,14 +177,18 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
     throw new Error(`the embedded database did not start: ${(error as Error).message}${serverLog ? ` (server log: ${serverLog})` : ''}`);
   }
 
+  const url = `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`;
+  // Lets `loreley status` and other one-off commands find the running server.
+  writeFileSync(runningUrlFile(directory), `${url}\n`, { mode: 0o600 });
   let stopped = false;
   return {
-    url: `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`,
+    url,
     directory,
     port,
     async stop() {
       if (stopped) return;
       stopped = true;
+      rmSync(runningUrlFile(directory), { force: true });
       await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, options.onLog);
     },
   };

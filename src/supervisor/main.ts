@@ -1,8 +1,7 @@
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { migrate } from '../shared/db/migrations/index.ts';
 import { createPool } from '../shared/db/pool.ts';
-import { startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
+import { embeddedDatabaseDirectory, startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { createProcessLog, urlPassword } from '../shared/logger.ts';
 import type { Settings } from '../shared/settings/index.ts';
@@ -46,7 +45,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   let database: EmbeddedDatabase | undefined;
   let url = settings.database.url;
   if (!url) {
-    const directory = path.join(settings.dataDir, 'postgres', settings.experiment.namespace);
+    const directory = embeddedDatabaseDirectory(settings.dataDir, settings.experiment.namespace);
     logger.info({ directory }, 'no DATABASE_URL: starting the embedded PostgreSQL');
     try {
       database = await startEmbeddedDatabase({ directory, onLog: (m) => logger.debug({ postgres: m.trim() }, 'embedded database') });
