@@ -116,6 +116,39 @@ function run(file: string, args: string[], owner: { uid: number; gid: number } |
   });
 }
 
+function ownerFile(directory: string): string {
+  return path.join(directory, 'owner.pid');
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One supervisor per embedded cluster. The server runs in its own session, so a supervisor that
+ * was killed leaves it running: the next one stops that orphan before starting afresh, but never
+ * a server whose supervisor is still alive.
+ */
+async function claimOwnership(directory: string, dataDir: string, bins: Binaries, owner: { uid: number; gid: number } | undefined, onLog?: (m: string) => void): Promise<void> {
+  const file = ownerFile(directory);
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      throw new Error(`another Loreley process (pid ${pid}) is running the embedded database in ${directory}; stop it first or set DATABASE_URL to share a server`);
+    }
+  }
+  writeFileSync(file, `${process.pid}\n`);
+  if (existsSync(path.join(dataDir, 'postmaster.pid'))) {
+    onLog?.('stopping an embedded server left running by a supervisor that did not stop it');
+    await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, onLog).catch(() => undefined);
+  }
+}
+
 function readOrCreatePassword(directory: string): string {
   const file = path.join(directory, 'credentials');
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
@@ -149,6 +182,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   }
 
   const owner = postgresOwner();
+  await claimOwnership(directory, dataDir, bins, owner, options.onLog);
   const port = await freePort();
   const logFile = path.join(directory, 'server.log');
   if (owner && !existsSync(logFile)) {
@@ -190,6 +224,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
       stopped = true;
       rmSync(runningUrlFile(directory), { force: true });
       await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, options.onLog);
+      rmSync(ownerFile(directory), { force: true });
     },
   };
 }
