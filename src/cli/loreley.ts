@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, settingsOrExit, VERSION } from './common.ts';
 import { EXAMPLES, initExample } from './init-example.ts';
 import { runChild } from './run-child.ts';
+import { collectStatus, formatStatus, statusDatabaseUrl } from './status.ts';
 
 /** How to start the supervisor from anywhere with this installation's Node. */
 function supervisorCommand(): string {
@@ -36,6 +37,20 @@ await yargs(hideBin(process.argv))
     async (argv) => {
       const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel, SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs }), 'loreley scheduler');
       await runChild({ role: 'scheduler', settings, workerId: argv.workerId, once: argv.once }).catch((error) => exitOnError('loreley scheduler', error));
+    },
+  )
+  .command(
+    'status',
+    'Show the experiment: jobs by status, the best commit, the processes',
+    (y) => y.option('json', { type: 'boolean', default: false, describe: 'Print JSON' }),
+    async (argv) => {
+      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley status');
+      try {
+        const status = await collectStatus(settings, statusDatabaseUrl(settings));
+        process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      } catch (error) {
+        exitOnError('loreley status', error);
+      }
     },
   )
   .command(
