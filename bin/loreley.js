@@ -1,3 +1,5 @@
 #!/usr/bin/env node
 import './check-node.js';
-await import('../src/cli/loreley.ts');
+import { entry } from './entry.js';
+
+await import(entry('cli/loreley'));

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { migrate } from '../shared/db/migrations/index.ts';
 import { createPool } from '../shared/db/pool.ts';
@@ -14,7 +15,8 @@ export interface SupervisorRunOptions {
   readonly childOverrides: Record<string, string>;
 }
 
-const CHILD_MODULE = fileURLToPath(new URL('../cli/child.ts', import.meta.url));
+// Compiled (dist/*.js) or source (src/*.ts): the child runs the same kind as the supervisor.
+const CHILD_MODULE = fileURLToPath(new URL(`../cli/child${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
 async function checkDatabase(url: string, settings: Settings): Promise<void> {
   const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-supervisor', max: 1 });
