@@ -2,8 +2,6 @@ import { errorMessage } from '../shared/errors.ts';
 import { startChildRuntime, type ChildRuntime } from '../shared/runtime.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { killAllCommands } from '../shared/subprocess.ts';
-import { runSchedulerProcess } from '../scheduler/main.ts';
-import { runWorker } from '../worker/worker-process.ts';
 
 export interface RunChildOptions {
   readonly role: 'worker' | 'scheduler';
@@ -37,8 +35,14 @@ export async function runChild(options: RunChildOptions): Promise<never> {
     process.exit(1);
   }
   try {
-    if (options.role === 'worker') await runWorker(runtime);
-    else await runSchedulerProcess(runtime, { once: options.once ?? false });
+    // Each role loads only its own code: a worker never pays for the archive's libraries.
+    if (options.role === 'worker') {
+      const { runWorker } = await import('../worker/worker-process.ts');
+      await runWorker(runtime);
+    } else {
+      const { runSchedulerProcess } = await import('../scheduler/main.ts');
+      await runSchedulerProcess(runtime, { once: options.once ?? false });
+    }
   } catch (error) {
     crash(error);
   }
