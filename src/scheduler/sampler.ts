@@ -1,0 +1,50 @@
+import type { Elite } from '../shared/db/archive.ts';
+import { chebyshev } from './archive/grid.ts';
+import type { SeededRandom } from './random.ts';
+
+/**
+ * Picks what the next job evolves from: a base elite drawn uniformly from its island, and up to
+ * `count` inspirations from occupied cells around it, nearest rings first (Chebyshev radius 1,
+ * growing to `maxRadius`), then random elites from anywhere on the island. Candidates within a
+ * ring are shuffled, so ties between equally near cells are broken by the seeded generator only.
+ */
+
+export interface Sample {
+  readonly base: Elite;
+  readonly inspirations: Elite[];
+  /** The largest radius inspirations were drawn from; maxRadius + 1 when random elites were added. */
+  readonly radius: number;
+}
+
+export function selectInspirations(base: Elite, elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom): { inspirations: Elite[]; radius: number } {
+  const others = elites.filter((elite) => elite.cellKey !== base.cellKey && elite.commitHash !== base.commitHash);
+  const chosen: Elite[] = [];
+  let radius = 0;
+  for (let r = 1; r <= maxRadius && chosen.length < count; r++) {
+    const ring = others.filter((elite) => chebyshev(elite.cell, base.cell) === r);
+    if (ring.length === 0) continue;
+    for (const elite of random.shuffle(ring)) {
+      if (chosen.length >= count) break;
+      chosen.push(elite);
+      radius = r;
+    }
+  }
+  if (chosen.length < count) {
+    const rest = random.shuffle(others.filter((elite) => !chosen.includes(elite) && chebyshev(elite.cell, base.cell) > maxRadius));
+    for (const elite of rest) {
+      if (chosen.length >= count) break;
+      // The same commit can be an elite in several cells' histories only once per island, but a
+      // migrated commit may repeat; one copy is enough.
+      if (chosen.some((c) => c.commitHash === elite.commitHash)) continue;
+      chosen.push(elite);
+      radius = maxRadius + 1;
+    }
+  }
+  return { inspirations: chosen, radius };
+}
+
+export function sample(elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom): Sample | undefined {
+  if (elites.length === 0) return undefined;
+  const base = random.pick(elites);
+  return { base, ...selectInspirations(base, elites, count, maxRadius, random) };
+}
