@@ -1,0 +1,55 @@
+import path from 'node:path';
+import type { AgentDependencies, AgentRequest } from '../agent.ts';
+import { cliPrompt, gatherMaterial, PromptTemplates } from '../llm/prompt.ts';
+import { CommandAgent } from './command.ts';
+
+/**
+ * Coding-agent CLIs as presets of the command agent: the prompt comes from the same builder as the
+ * `openai` backend's (files named, not inlined: the CLI reads them itself) and goes in on stdin.
+ *
+ * - codex: `codex exec --full-auto … -` — non-interactive, may edit files in the worktree
+ *   (workspace-write sandbox, no approval prompts), reads the prompt from stdin (`-`).
+ * - claude: `claude -p --permission-mode acceptEdits --allowedTools … --output-format text` —
+ *   print mode with file edits accepted without asking; the prompt is read from stdin.
+ *
+ * `WORKER_CODEX_BIN` / `WORKER_CLAUDE_BIN` name the executables; `WORKER_CODEX_EXTRA_ARGS` /
+ * `WORKER_CLAUDE_EXTRA_ARGS` add flags (a model, a profile) after the preset's own.
+ */
+
+export const CLAUDE_ALLOWED_TOOLS = 'Read,Edit,MultiEdit,Write,Glob,Grep,LS';
+
+export function codexArgv(bin: string, extraArgs: readonly string[]): string[] {
+  return [bin, 'exec', '--full-auto', ...extraArgs, '-'];
+}
+
+export function claudeArgv(bin: string, extraArgs: readonly string[]): string[] {
+  return [bin, '-p', '--permission-mode', 'acceptEdits', '--allowedTools', CLAUDE_ALLOWED_TOOLS, '--output-format', 'text', ...extraArgs];
+}
+
+function promptBuilder(deps: AgentDependencies): (request: AgentRequest) => Promise<string> {
+  const { settings, pool } = deps;
+  const templates = new PromptTemplates(path.resolve(settings.cwd, settings.agent.promptsDir));
+  return async (request) => cliPrompt(templates, await gatherMaterial(pool, settings.agent, request));
+}
+
+export function createCodexAgent(deps: AgentDependencies): CommandAgent {
+  const agent = deps.settings.agent;
+  return new CommandAgent({
+    name: 'codex',
+    command: codexArgv(agent.codex.bin, agent.codex.extraArgs),
+    timeoutSeconds: agent.timeoutSeconds,
+    prompt: promptBuilder(deps),
+    promptOnStdin: true,
+  });
+}
+
+export function createClaudeAgent(deps: AgentDependencies): CommandAgent {
+  const agent = deps.settings.agent;
+  return new CommandAgent({
+    name: 'claude',
+    command: claudeArgv(agent.claude.bin, agent.claude.extraArgs),
+    timeoutSeconds: agent.timeoutSeconds,
+    prompt: promptBuilder(deps),
+    promptOnStdin: true,
+  });
+}
