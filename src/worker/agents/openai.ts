@@ -61,7 +61,7 @@ export class OpenAiAgent implements MutationAgent {
     const artifacts: Record<string, string> = { model };
     const replies: string[] = [];
     const fail = (message: string, cause?: unknown): EvolutionWorkerError => {
-      if (replies.length > 0) artifacts.reply = replies.join('\n\n');
+      if (replies.length > 0) artifacts.reply = formatReplies(replies);
       return new EvolutionWorkerError(message, { artifacts: { ...artifacts }, cause });
     };
     const call = async (purpose: string, callModel: string, messages: ChatMessage[], maxTokens: number): Promise<string> => {
@@ -90,11 +90,11 @@ export class OpenAiAgent implements MutationAgent {
     let reasons: string[] = [];
     for (let attempt = 1; attempt <= settings.maxAttempts; attempt++) {
       const reply = await call('code', model, messages, settings.maxTokens);
-      replies.push(settings.maxAttempts > 1 ? `===== reply ${attempt} =====\n${reply}` : reply);
+      replies.push(reply);
       const outcome = await this.interpret(reply, evolvable, worktree.directory);
       if (outcome.ok) {
         await writeFiles(worktree.directory, outcome.files);
-        artifacts.reply = replies.join('\n\n');
+        artifacts.reply = formatReplies(replies);
         artifacts.diff = await worktreeDiff(worktree.directory, [...outcome.files.keys()]);
         const commitMessage = (outcome.summary ?? plan ?? '').trim().slice(0, COMMIT_MESSAGE_CHARS) || `Evolution job ${context.jobId}`;
         logger.info({ model, attempt, files: [...outcome.files.keys()] }, 'model edits applied');
@@ -161,6 +161,12 @@ export class OpenAiAgent implements MutationAgent {
     if (files.size === 0) return { ok: false, reasons: ['the edits change nothing: the new text equals the old'] };
     return { ok: true, files, summary: parsed.summary };
   }
+}
+
+/** The raw replies, as they came: one alone, or each under a header when the model was asked again. */
+function formatReplies(replies: readonly string[]): string {
+  if (replies.length === 1) return replies[0];
+  return replies.map((reply, i) => `===== reply ${i + 1} =====\n${reply}`).join('\n\n');
 }
 
 function asMessages(prompt: ChatPrompt): ChatMessage[] {

@@ -47,7 +47,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(typeof body === 'string' ? body : JSON.stringify(body));
 }
 
-export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddingDimensions?: number } = {}): Promise<FakeOpenAi> {
+export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddingDimensions?: number; ignoreDimensions?: boolean } = {}): Promise<FakeOpenAi> {
   const queue = [...steps];
   const requests: RecordedRequest[] = [];
   let completions = 0;
@@ -65,7 +65,7 @@ export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddi
       requests.push({ path, headers: req.headers, body });
       if (req.method === 'POST' && path.endsWith('/embeddings')) {
         const input: string[] = Array.isArray(body.input) ? body.input : [body.input];
-        const dimensions = body.dimensions ?? options.embeddingDimensions ?? 16;
+        const dimensions = (options.ignoreDimensions ? undefined : body.dimensions) ?? options.embeddingDimensions ?? 16;
         send(res, 200, {
           object: 'list',
           model: body.model,

@@ -34,7 +34,7 @@ export interface Harness {
 /** Prints `{"score": <the number in score.txt or the SCORE constant of the evolved file>}`. */
 export const EVALUATOR = `
 const fs = require('node:fs');
-const text = fs.readFileSync(process.argv[1] || 'program.js', 'utf8');
+const text = fs.readFileSync(process.argv[2] || 'program.js', 'utf8');
 const match = /SCORE\\s*=\\s*(-?[0-9.]+)/.exec(text);
 console.log(JSON.stringify({ summary: 'scored', score: match ? Number(match[1]) : 0 }));
 `;
