@@ -481,9 +481,11 @@ function resendsOf(job: EvolutionJob): number {
 
 function describeOutput(output: unknown): string {
   if (output === null || output === undefined) return '';
-  if (typeof output === 'object' && 'message' in output && typeof (output as { message: unknown }).message === 'string') {
-    return (output as { message: string }).message;
-  }
+  // A failed handler's error is stored as the output; pg-boss's own expiry stores { value: { message } }.
+  const message = (value: unknown): string | undefined =>
+    typeof value === 'object' && value !== null && typeof (value as { message?: unknown }).message === 'string' ? (value as { message: string }).message : undefined;
+  const direct = message(output) ?? message((output as { value?: unknown }).value);
+  if (direct) return direct;
   const text = JSON.stringify(output);
   return text === '{}' ? '' : text.slice(0, 500);
 }
