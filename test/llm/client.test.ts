@@ -148,6 +148,12 @@ describe('chat client', () => {
     const snapshot = await costBudgetSnapshot(pool, EXPERIMENT);
     assert.deepEqual({ finished: snapshot.finishedJobs, inFlight: snapshot.inFlightJobs }, { finished: 0, inFlight: 0 });
     assert.equal(await spentUsd(pool, '00000000-0000-4000-8000-00000000dead'), 0);
+    for (const status of ['succeeded', 'failed', 'running', 'pending', 'queued', 'cancelled']) {
+      await pool.query(`INSERT INTO evolution_jobs (experiment_id, base_commit, status) VALUES ($1, 'abc', $2)`, [EXPERIMENT, status]);
+    }
+    await pool.query(`INSERT INTO evolution_jobs (experiment_id, base_commit, status, kind) VALUES ($1, 'abc', 'succeeded', 'baseline')`, [EXPERIMENT]);
+    const counted = await costBudgetSnapshot(pool, EXPERIMENT);
+    assert.deepEqual({ finished: counted.finishedJobs, inFlight: counted.inFlightJobs }, { finished: 2, inFlight: 3 });
   });
 });
 

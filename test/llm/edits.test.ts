@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { applySearchReplace, parseFullFiles, parseSearchReplace, replySummary } from '../../src/worker/llm/edits.ts';
-import { regionViolation, skeleton } from '../../src/worker/llm/evolve.ts';
+import path from 'node:path';
+import { collectEvolvable, regionViolation, skeleton, writable } from '../../src/worker/llm/evolve.ts';
+import { createRemote } from '../helpers/git.ts';
 
 describe('SEARCH/REPLACE parsing', () => {
   it('reads blocks with their paths, in order, and the summary line', () => {
@@ -122,5 +124,30 @@ describe('evolve-block regions', () => {
   it('treats a file without markers as evolvable throughout', () => {
     assert.equal(regionViolation('a\n', 'b\n'), undefined);
     assert.equal(skeleton(marked), 'const fixed = 1;\n// EVOLVE-BLOCK-START\n// EVOLVE-BLOCK-END\nmodule.exports = fixed;');
+  });
+});
+
+describe('evolvable files', () => {
+  const { root } = createRemote({
+    'src/a.js': '// EVOLVE-BLOCK-START\nx\n// EVOLVE-BLOCK-END\n',
+    'src/b.js': 'plain\n',
+    'lib/c.py': 'y = 1\n',
+    'docs/readme.md': 'text\n',
+  });
+  const seed = path.join(root, 'seed');
+
+  it('without globs, takes the tracked files that carry markers', async () => {
+    const set = await collectEvolvable(seed, []);
+    assert.deepEqual(set.files.map((f) => [f.path, f.marked]), [['src/a.js', true]]);
+    assert.equal(writable(set, 'src/a.js', seed).ok, true);
+    const refused = writable(set, 'src/b.js', seed);
+    assert.match(!refused.ok ? refused.reason : '', /src\/b\.js is not evolvable; only the EVOLVE-BLOCK-START regions of src\/a\.js may change/);
+  });
+
+  it('with globs, takes the matching files and allows new ones that match', async () => {
+    const set = await collectEvolvable(seed, ['src/**/*.js', 'lib/*.py']);
+    assert.deepEqual(set.files.map((f) => [f.path, f.marked]), [['lib/c.py', false], ['src/a.js', true], ['src/b.js', false]]);
+    assert.deepEqual(writable(set, 'src/new/d.js', seed), { ok: true, existing: undefined });
+    assert.equal(writable(set, 'docs/readme.md', seed).ok, false);
   });
 });
