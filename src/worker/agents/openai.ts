@@ -3,12 +3,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EvolutionWorkerError } from '../../shared/errors.ts';
 import { gitAt } from '../../shared/git.ts';
-import { DEFAULT_PRICES_FILE } from '../../shared/settings/agent.ts';
 import type { AgentDependencies, AgentRequest, AgentResult, MutationAgent } from '../agent.ts';
 import { ChatModelClient, drawModel, ModelCallError, type ChatMessage } from '../llm/client.ts';
 import { applySearchReplace, normalizeRepoPath, parseFullFiles, parseSearchReplace } from '../llm/edits.ts';
 import { regionViolation, writable, type EvolvableSet } from '../llm/evolve.ts';
-import { loadPriceTable } from '../llm/pricing.ts';
+import { priceTableFromSettings } from '../llm/pricing.ts';
 import { codingPrompt, gatherMaterial, planningPrompt, PromptTemplates, retryMessage, type ChatPrompt } from '../llm/prompt.ts';
 
 /**
@@ -35,10 +34,9 @@ export class OpenAiAgent implements MutationAgent {
     this.deps = deps;
     const { settings } = deps;
     const agent = settings.agent;
-    const pricesFile = agent.pricesFile === undefined ? undefined : path.resolve(settings.cwd, agent.pricesFile);
     this.client = client ?? new ChatModelClient({
       endpoint: agent.openai,
-      usage: { pool: deps.pool, experimentId: settings.experiment.uuid, prices: loadPriceTable(DEFAULT_PRICES_FILE, pricesFile) },
+      usage: { pool: deps.pool, experimentId: settings.experiment.uuid, prices: priceTableFromSettings(settings) },
       logger: deps.logger,
     });
     this.templates = new PromptTemplates(path.resolve(settings.cwd, agent.promptsDir));

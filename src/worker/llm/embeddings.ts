@@ -3,7 +3,8 @@ import type { Pool } from '../../shared/db/pool.ts';
 import { recordModelCall } from '../../shared/db/usage.ts';
 import type { EmbeddingClientSettings, OpenAiEndpointSettings } from '../../shared/settings/agent.ts';
 import { describeCallError, openAiClient } from './client.ts';
-import { costUsd, type PriceTable } from './pricing.ts';
+import type { Settings } from '../../shared/settings/index.ts';
+import { costUsd, priceTableFromSettings, type PriceTable } from './pricing.ts';
 
 /**
  * Code embeddings from an OpenAI-compatible `/embeddings` endpoint, for the scheduler's
@@ -108,4 +109,17 @@ export class OpenAiEmbedder implements TextEmbedder {
       latencyMs, costUsd: costUsd(usage.prices, model, tokens, 0), ok, error,
     }).catch(() => undefined);
   }
+}
+
+/**
+ * The embedder the settings describe (`OPENAI_*`, `MAPELITES_CODE_EMBEDDING_*`), recording its
+ * calls against the experiment.
+ */
+export function embedderFromSettings(settings: Settings, pool: Pool, signal?: AbortSignal): OpenAiEmbedder {
+  return new OpenAiEmbedder({
+    endpoint: settings.agent.openai,
+    settings: settings.agent.embeddings,
+    usage: { pool, experimentId: settings.experiment.uuid, prices: priceTableFromSettings(settings) },
+    signal,
+  });
 }

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_PRICES_FILE } from '../../shared/settings/agent.ts';
 
 /**
  * What a model call costs, from a price table in USD per million tokens. The shipped table is
@@ -58,4 +60,10 @@ export function costUsd(table: PriceTable, model: string, promptTokens: number, 
   const price = priceFor(table, model);
   if (!price) return 0;
   return (promptTokens * price.prompt + completionTokens * price.completion) / 1_000_000;
+}
+
+/** The price table the settings name: the shipped one with `LORELEY_PRICES_FILE` over it. */
+export function priceTableFromSettings(settings: { readonly cwd: string; readonly agent: { readonly pricesFile: string | undefined } }): PriceTable {
+  const userFile = settings.agent.pricesFile === undefined ? undefined : path.resolve(settings.cwd, settings.agent.pricesFile);
+  return loadPriceTable(DEFAULT_PRICES_FILE, userFile);
 }
