@@ -293,3 +293,43 @@ describe('seeded sampling', () => {
     }
   });
 });
+
+describe('embedding descriptor through the scheduler', () => {
+  test('ingests pushed commits and commits only in the worker clone', async () => {
+    const fixture = await createFixture({
+      env: { MAPELITES_BEHAVIOR_DESCRIPTOR: 'embedding', MAPELITES_FEATURE_DIMENSIONS: '', MAPELITES_SEED_POPULATION_SIZE: '0', WORKER_REPO_PUSH: 'false' },
+    });
+    try {
+      const { settings, pool } = fixture;
+      const experimentId = settings.experiment.uuid;
+      const scheduler = schedulerFor(fixture);
+      await scheduler.start();
+      const [baseline] = await jobsOf(fixture);
+      await completeJob(pool, experimentId, baseline.id, fixture.rootCommit, { combined_score: 0.2 });
+      const pushed = await insertJob(pool, { experimentId, baseCommit: fixture.rootCommit });
+      const pushedCommit = pushCommit(fixture.remote, fixture.rootCommit, { 'main.js': 'export const radius = 0.2;\n' }, `evolution/job/x/${pushed.id}`);
+      await completeJob(pool, experimentId, pushed.id, pushedCommit, { combined_score: 0.5 });
+      // A worker that does not push leaves its branch in its own clone (WORKER_REPO_WORKTREE).
+      const local = await insertJob(pool, { experimentId, baseCommit: fixture.rootCommit });
+      git(fixture.root, 'clone', '--quiet', fixture.remote, settings.worker.repo.worktree);
+      git(settings.worker.repo.worktree, 'checkout', '--quiet', '-b', `evolution/job/x/${local.id}`, fixture.rootCommit);
+      git(settings.worker.repo.worktree, 'commit', '--quiet', '--allow-empty', '-m', 'local only');
+      const localCommit = git(settings.worker.repo.worktree, 'rev-parse', 'HEAD');
+      await completeJob(pool, experimentId, local.id, localCommit, { combined_score: 0.6 });
+
+      const tick = await scheduler.tick();
+      assert.equal(tick.ingestFailed, 0);
+      assert.equal(tick.ingested + tick.rejected, 3);
+      for (const id of [baseline.id, pushed.id, local.id]) {
+        const job = await getJob(pool, id);
+        assert.notEqual(job?.ingestionStatus, 'failed', job?.ingestionReason ?? '');
+        assert.equal((job?.ingestionCell as { cell: number[] }).cell.length, 4);
+      }
+      const summary = await scheduler.finish();
+      assert.equal(summary.pushed, false, 'WORKER_REPO_PUSH=false keeps the best branch local');
+      assert.equal(git(scheduler.repository.directory, 'rev-parse', `refs/heads/${summary.branch}`), summary.best?.commit);
+    } finally {
+      await fixture.close();
+    }
+  });
+});
