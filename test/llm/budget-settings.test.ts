@@ -6,9 +6,9 @@ import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
 import { DEFAULT_PRICES_FILE, parseWeightedModels, readAgentSettings } from '../../src/shared/settings/agent.ts';
 import { EnvReader } from '../../src/shared/settings/reader.ts';
-import { costBudgetExhausted } from '../../src/worker/llm/budget.ts';
-import { drawModel } from '../../src/worker/llm/client.ts';
-import { costUsd, loadPriceTable } from '../../src/worker/llm/pricing.ts';
+import { costBudgetExhausted } from '../../src/shared/llm/budget.ts';
+import { drawModel } from '../../src/shared/llm/client.ts';
+import { costUsd, loadPriceTable } from '../../src/shared/llm/pricing.ts';
 
 describe('cost budget decision', () => {
   it('never stops without a budget', () => {

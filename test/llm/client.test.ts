@@ -5,9 +5,9 @@ import { createPool, type Pool } from '../../src/shared/db/pool.ts';
 import { costBudgetSnapshot, spentUsd, usageTotals } from '../../src/shared/db/usage.ts';
 import { createConsoleLogger } from '../../src/shared/logger.ts';
 import { DEFAULT_PRICES_FILE, Secret, type OpenAiEndpointSettings } from '../../src/shared/settings/agent.ts';
-import { ChatModelClient, ModelCallError } from '../../src/worker/llm/client.ts';
-import { OpenAiEmbedder } from '../../src/worker/llm/embeddings.ts';
-import { loadPriceTable } from '../../src/worker/llm/pricing.ts';
+import { ChatModelClient, ModelCallError } from '../../src/shared/llm/client.ts';
+import { OpenAiEmbedder } from '../../src/shared/llm/embeddings.ts';
+import { loadPriceTable } from '../../src/shared/llm/pricing.ts';
 import { createTestDatabase, stopTestServer } from '../helpers/database.ts';
 import { fakeVector, startFakeOpenAi, type FakeOpenAi } from './helpers/fake-openai.ts';
 

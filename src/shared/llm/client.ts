@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import OpenAI from 'openai';
-import type { Pool } from '../../shared/db/pool.ts';
-import { recordModelCall } from '../../shared/db/usage.ts';
-import { errorMessage } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import type { OpenAiEndpointSettings, WeightedModel } from '../../shared/settings/agent.ts';
+import type { Pool } from '../db/pool.ts';
+import { recordModelCall } from '../db/usage.ts';
+import { errorMessage } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { OpenAiEndpointSettings, WeightedModel } from '../settings/agent.ts';
 import { costUsd, type PriceTable } from './pricing.ts';
 
 /**

@@ -1,9 +1,9 @@
 import type OpenAI from 'openai';
-import type { Pool } from '../../shared/db/pool.ts';
-import { recordModelCall } from '../../shared/db/usage.ts';
-import type { EmbeddingClientSettings, OpenAiEndpointSettings } from '../../shared/settings/agent.ts';
+import type { Pool } from '../db/pool.ts';
+import { recordModelCall } from '../db/usage.ts';
+import type { EmbeddingClientSettings, OpenAiEndpointSettings } from '../settings/agent.ts';
 import { describeCallError, openAiClient } from './client.ts';
-import type { Settings } from '../../shared/settings/index.ts';
+import type { Settings } from '../settings/index.ts';
 import { costUsd, priceTableFromSettings, type PriceTable } from './pricing.ts';
 
 /**

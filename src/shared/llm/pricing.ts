@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_PRICES_FILE } from '../../shared/settings/agent.ts';
+import { DEFAULT_PRICES_FILE } from '../settings/agent.ts';
 
 /**
  * What a model call costs, from a price table in USD per million tokens. The shipped table is

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { EvolutionWorkerError } from '../../shared/errors.ts';
 import { gitAt } from '../../shared/git.ts';
 import type { AgentDependencies, AgentRequest, AgentResult, MutationAgent } from '../agent.ts';
-import { ChatModelClient, drawModel, ModelCallError, type ChatMessage } from '../llm/client.ts';
+import { ChatModelClient, drawModel, ModelCallError, type ChatMessage } from '../../shared/llm/client.ts';
 import { applySearchReplace, normalizeRepoPath, parseFullFiles, parseSearchReplace } from '../llm/edits.ts';
 import { regionViolation, writable, type EvolvableSet } from '../llm/evolve.ts';
-import { priceTableFromSettings } from '../llm/pricing.ts';
+import { priceTableFromSettings } from '../../shared/llm/pricing.ts';
 import { codingPrompt, gatherMaterial, planningPrompt, PromptTemplates, retryMessage, type ChatPrompt } from '../llm/prompt.ts';
 
 /**
