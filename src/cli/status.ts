@@ -2,6 +2,7 @@ import { countByStatus } from '../shared/db/jobs.ts';
 import { getExperiment } from '../shared/db/experiments.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
+import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
 import { listWorkers } from '../shared/db/workers.ts';
 import { embeddedDatabaseDirectory, runningEmbeddedUrl } from '../shared/embedded-database.ts';
 import { UserError } from '../shared/errors.ts';
@@ -26,11 +27,12 @@ export async function collectStatus(settings: Settings, url: string): Promise<Re
     const experiment = await getExperiment(pool, experimentId).catch(() => undefined);
     if (!experiment) throw new UserError(`experiment ${settings.experiment.raw} (${experimentId}) has no data in this database yet`);
     const fitness = settings.archive.fitnessMetric;
-    const [statuses, counts, best, workers] = await Promise.all([
+    const [statuses, counts, best, workers, usage] = await Promise.all([
       countByStatus(pool, experimentId),
       jobCounts(pool, experimentId),
       bestByMetric(pool, experimentId, fitness, settings.archive.fitnessHigherIsBetter),
       listWorkers(pool, experimentId),
+      usageTotals(pool, experimentId),
     ]);
     const baseline = experiment.rootCommit ? await pool.query<{ value: number }>('SELECT value FROM metrics WHERE experiment_id = $1 AND commit_hash = $2 AND name = $3', [experimentId, experiment.rootCommit, fitness]) : undefined;
     return {
@@ -38,10 +40,18 @@ export async function collectStatus(settings: Settings, url: string): Promise<Re
       jobs: { ...statuses, total: counts.total, budget: settings.scheduler.maxTotalJobs ?? null },
       fitness: { metric: fitness, baseline: baseline?.rows[0]?.value ?? null, best: best ?? null },
       workers,
+      usage: { ...usage, maxCostUsd: settings.agent.maxCostUsd ?? null },
     };
   } finally {
     await pool.end().catch(() => undefined);
   }
+}
+
+function usageLine(usage: UsageTotals & { maxCostUsd: number | null }): string {
+  const budget = usage.maxCostUsd !== null ? ` of $${usage.maxCostUsd.toFixed(2)}` : '';
+  if (usage.calls === 0) return `models      no model calls${budget ? ` (budget${budget})` : ''}`;
+  const models = usage.byModel.map((m) => `${m.model} ${m.calls} calls $${Number(m.costUsd).toFixed(4)}`).join('; ');
+  return `models      ${usage.calls} calls (${usage.failedCalls} failed), ${usage.promptTokens} prompt + ${usage.completionTokens} completion tokens, $${usage.costUsd.toFixed(4)}${budget} [${models}]`;
 }
 
 export function formatStatus(status: Record<string, unknown>, now = new Date()): string {
@@ -54,6 +64,7 @@ export function formatStatus(status: Record<string, unknown>, now = new Date()):
     `root        ${experiment.rootCommit ?? '(not recorded yet)'}`,
     `jobs        ${jobs.total}${jobs.budget !== null ? ` of ${jobs.budget}` : ''}: ${['pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => `${s} ${jobs[s] ?? 0}`).join(', ')}`,
     `fitness     ${fitness.metric}: best ${fitness.best ? `${fitness.best.value} at ${fitness.best.commitHash.slice(0, 12)}` : '-'}${fitness.baseline !== null ? `, baseline ${fitness.baseline}` : ''}`,
+    usageLine(status.usage as UsageTotals & { maxCostUsd: number | null }),
     'processes',
   ];
   for (const w of workers) {
