@@ -13,7 +13,7 @@ import { initExample } from './init-example.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const directory = path.resolve(process.env.LORELEY_DEMO_DIR ?? path.join(root, '.loreley', 'demo'));
-const maxJobs = Number(process.env.LORELEY_DEMO_MAX_JOBS ?? 24);
+const maxJobs = Number(process.env.LORELEY_DEMO_MAX_JOBS ?? 40);
 const workers = Number(process.env.LORELEY_DEMO_WORKERS ?? 4);
 const supervisorBin = path.join(root, 'bin', 'loreley-supervisor.js');
 

@@ -1,13 +1,54 @@
-import { once } from 'node:events';
+import { embedderFromSettings } from '../shared/llm/embeddings.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
+import { acquireSchedulerLock } from './lock.ts';
+import { EvolutionScheduler, runSchedulerLoop } from './scheduler.ts';
 
 export interface SchedulerProcessOptions {
   readonly once: boolean;
 }
 
-/** The scheduler process. Placeholder until the scheduler lands: waits to be drained. */
+/**
+ * The scheduler process: waits as a standby until it holds the experiment's scheduler lock, starts
+ * the experiment, then ticks until drained. When the run is finished it tells the supervisor,
+ * which stops everything under --exit-when-done.
+ */
 export async function runSchedulerProcess(runtime: ChildRuntime, options: SchedulerProcessOptions): Promise<void> {
-  runtime.setState('idle');
-  if (options.once) return;
-  if (!runtime.drainSignal.aborted) await once(runtime.drainSignal, 'abort');
+  const { settings, pool, boss, logger } = runtime;
+  let lock;
+  try {
+    lock = await acquireSchedulerLock(pool, settings.experiment.uuid, runtime.drainSignal, {
+      pollIntervalMs: settings.scheduler.lockPollSeconds * 1000,
+      onStandby: () => {
+        runtime.setState('standby');
+        logger.info('another scheduler holds this experiment: waiting as a standby');
+      },
+    });
+  } catch (error) {
+    if (runtime.drainSignal.aborted) return;
+    throw error;
+  }
+  logger.info('scheduler lock held: this process schedules the experiment');
+  const stop = AbortSignal.any([runtime.drainSignal, lock.lost]);
+  const onLost = () => logger.error({ reason: String(lock.lost.reason) }, 'lost the scheduler lock: stopping scheduling');
+  lock.lost.addEventListener('abort', onLost);
+  try {
+    const embedder = settings.agent.embeddings.enabled ? embedderFromSettings(settings, pool, stop) : undefined;
+    const scheduler = new EvolutionScheduler({ settings, pool, boss, logger, workerId: runtime.workerId, embedder });
+    await scheduler.start();
+    runtime.setState('idle');
+    const outcome = await runSchedulerLoop(scheduler, {
+      pollIntervalSeconds: settings.scheduler.pollIntervalSeconds,
+      signal: stop,
+      once: options.once,
+      onFinished: (summary) => runtime.send({ loreley: 'done', summary }),
+    });
+    if (outcome.reason === 'finished') {
+      // Nothing more to schedule; stay up (idle) until drained so the supervisor's view is stable.
+      if (!options.once && !stop.aborted) await new Promise((resolve) => stop.addEventListener('abort', resolve, { once: true }));
+    }
+    if (lock.lost.aborted && !runtime.drainSignal.aborted) throw new Error('lost the scheduler lock (database connection closed)');
+  } finally {
+    lock.lost.removeEventListener('abort', onLost);
+    await lock.release();
+  }
 }

@@ -1,3 +1,5 @@
+import { costBudgetSnapshot } from '../shared/db/usage.ts';
+import { costBudgetExhausted } from '../shared/llm/budget.ts';
 import { bestBranchName } from '../shared/experiment.ts';
 import { lockArchiveState, listElites, saveSamplerState, type Elite } from '../shared/db/archive.ts';
 import { ensureExperiment, markExperimentFinished, recordExperimentRoot } from '../shared/db/experiments.ts';
@@ -342,6 +344,7 @@ export class EvolutionScheduler {
     let capacity = Math.min(scheduler.maxUnfinishedJobs - unfinished, scheduler.scheduleBatchSize);
     if (scheduler.maxTotalJobs !== undefined) capacity = Math.min(capacity, scheduler.maxTotalJobs - total);
     if (capacity <= 0) return 0;
+    if (await this.costBudgetExhausted()) return 0;
     const goal = scheduler.goal ?? null;
 
     const created = await withTransaction(this.pool, async (client) => {
@@ -396,16 +399,30 @@ export class EvolutionScheduler {
     return created.length;
   }
 
-  /** The budget is spent, every job has finished and every success has been ingested. */
+  /**
+   * LORELEY_MAX_COST_USD: model spending so far, plus the jobs in flight at the average cost of a
+   * finished one, has reached the budget.
+   */
+  async costBudgetExhausted(): Promise<boolean> {
+    const maxCostUsd = this.settings.agent.maxCostUsd;
+    if (maxCostUsd === undefined) return false;
+    const snapshot = await costBudgetSnapshot(this.pool, this.experimentId);
+    const exhausted = costBudgetExhausted({ ...snapshot, maxCostUsd });
+    if (exhausted) this.logger.debug({ ...snapshot, maxCostUsd }, 'cost budget reached: no new jobs');
+    return exhausted;
+  }
+
+  /** A budget (jobs or cost) is spent, every job has finished and every success has been ingested. */
   async isFinished(): Promise<boolean> {
     const budget = this.settings.scheduler.maxTotalJobs;
-    if (budget === undefined) return false;
+    if (budget === undefined && this.settings.agent.maxCostUsd === undefined) return false;
     const [total, unfinished, awaiting] = await Promise.all([
       countEvolutionJobs(this.pool, this.experimentId),
       countUnfinished(this.pool, this.experimentId),
       countAwaitingIngestion(this.pool, this.experimentId),
     ]);
-    return total >= budget && unfinished === 0 && awaiting === 0;
+    if (unfinished > 0 || awaiting > 0) return false;
+    return (budget !== undefined && total >= budget) || (await this.costBudgetExhausted());
   }
 
   /**

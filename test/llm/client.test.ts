@@ -163,7 +163,7 @@ describe('embeddings client', () => {
     try {
       const embedder = new OpenAiEmbedder({
         endpoint: endpoint(server),
-        settings: { model: 'text-embedding-3-small', dimensions: 12, batchSize: 2 },
+        settings: { enabled: true, model: 'text-embedding-3-small', dimensions: 12, batchSize: 2 },
         usage: { pool, experimentId: EXPERIMENT, prices },
       });
       assert.equal(embedder.id, 'openai:text-embedding-3-small:12');
@@ -185,7 +185,7 @@ describe('embeddings client', () => {
   it('cuts longer vectors from a server that ignores dimensions and rejects shorter ones', async () => {
     const server = await startFakeOpenAi([], { embeddingDimensions: 32, ignoreDimensions: true });
     try {
-      const client = (dimensions: number) => new OpenAiEmbedder({ endpoint: endpoint(server, { maxRetries: 0 }), settings: { model: 'local-embed', dimensions, batchSize: 8 } });
+      const client = (dimensions: number) => new OpenAiEmbedder({ endpoint: endpoint(server, { maxRetries: 0 }), settings: { enabled: true, model: 'local-embed', dimensions, batchSize: 8 } });
       const [v] = await client(8).embed(['x']);
       assert.equal(v.length, 8);
       assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-9);

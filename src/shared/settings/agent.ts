@@ -76,6 +76,8 @@ export interface CliAgentSettings {
 }
 
 export interface EmbeddingClientSettings {
+  /** Set MAPELITES_CODE_EMBEDDING_MODEL to embed code with the endpoint instead of the offline embedder. */
+  readonly enabled: boolean;
   readonly model: string;
   readonly dimensions: number;
   /** Texts per request. */
@@ -220,6 +222,7 @@ export function readAgentSettings(reader: EnvReader, cwd?: string): AgentSetting
     pricesFile: pricesFile === undefined ? undefined : resolve(pricesFile),
     maxCostUsd: maxCost === undefined ? undefined : reader.float('LORELEY_MAX_COST_USD', 0, { min: 0 }),
     embeddings: {
+      enabled: reader.raw('MAPELITES_CODE_EMBEDDING_MODEL') !== undefined,
       model: reader.string('MAPELITES_CODE_EMBEDDING_MODEL', 'text-embedding-3-small'),
       dimensions: reader.int('MAPELITES_CODE_EMBEDDING_DIMENSIONS', 256, { min: 1, max: 16384 }),
       batchSize: reader.int('MAPELITES_CODE_EMBEDDING_BATCH_SIZE', 64, { min: 1, max: 2048 }),
