@@ -31,17 +31,31 @@ const block = source.slice(start, end);
 const centersMatch = /const CENTERS = \[([\s\S]*?)\];/.exec(block);
 const centers = [...centersMatch[1].matchAll(/\[\s*([-\d.e]+)\s*,\s*([-\d.e]+)\s*\]/g)].map((m) => [Number(m[1]), Number(m[2])]);
 
-const scale = [0.005, 0.02, 0.06][Math.floor(random() * 3)];
-const moves = 1 + Math.floor(random() * 4);
+// Three moves, as an evolutionary operator would mix them: nudge a few centres, move one anywhere,
+// or spread or gather the whole layout about the middle of the square.
 const moved = [];
-for (let k = 0; k < moves; k += 1) {
-  const i = Math.floor(random() * centers.length);
-  if (random() < 0.1) {
-    centers[i] = [0.05 + 0.9 * random(), 0.05 + 0.9 * random()];
-  } else {
-    centers[i] = centers[i].map((v) => Math.min(0.999, Math.max(0.001, v + scale * gaussian())));
+let summary;
+const pick = random();
+if (pick < 0.35) {
+  const factor = 1 + 0.04 * gaussian();
+  for (const c of centers) {
+    c[0] = Math.min(0.999, Math.max(0.001, 0.5 + (c[0] - 0.5) * factor));
+    c[1] = Math.min(0.999, Math.max(0.001, 0.5 + (c[1] - 0.5) * factor));
   }
-  moved.push(i);
+  summary = `Scale the layout about the centre by ${factor.toFixed(4)}`;
+} else if (pick < 0.45) {
+  const i = Math.floor(random() * centers.length);
+  centers[i] = [0.05 + 0.9 * random(), 0.05 + 0.9 * random()];
+  summary = `Move centre ${i} to (${centers[i][0].toFixed(3)}, ${centers[i][1].toFixed(3)})`;
+} else {
+  const scale = [0.005, 0.02, 0.06][Math.floor(random() * 3)];
+  const moves = 1 + Math.floor(random() * 4);
+  for (let k = 0; k < moves; k += 1) {
+    const i = Math.floor(random() * centers.length);
+    centers[i] = centers[i].map((v) => Math.min(0.999, Math.max(0.001, v + scale * gaussian())));
+    moved.push(i);
+  }
+  summary = `Perturb centres ${[...new Set(moved)].sort((a, b) => a - b).join(', ')} (sigma ${scale})`;
 }
 const rows = [];
 for (let i = 0; i < centers.length; i += 5) {
@@ -49,5 +63,4 @@ for (let i = 0; i < centers.length; i += 5) {
 }
 const newBlock = block.replace(/const CENTERS = \[[\s\S]*?\];/, `const CENTERS = [\n${rows.join('\n')}\n];`);
 writeFileSync(FILE, source.slice(0, start) + newBlock + source.slice(end));
-const summary = `Perturb centres ${[...new Set(moved)].sort((a, b) => a - b).join(', ')} (sigma ${scale})`;
 process.stdout.write(`${JSON.stringify({ summary })}\n`);
