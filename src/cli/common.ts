@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Argv } from 'yargs';
 import { errorMessage, UserError } from '../shared/errors.ts';
 import { loadSettings, SettingsError, type Env, type Settings } from '../shared/settings/index.ts';
 
@@ -34,4 +35,19 @@ export function overridesFrom(pairs: Record<string, string | number | boolean | 
   const result: Record<string, string> = {};
   for (const [key, value] of Object.entries(pairs)) if (value !== undefined) result[key] = String(value);
   return result;
+}
+
+/** What every Loreley command line shares: strict flags, --version, --help, one-line usage errors. */
+export function withCommonBehaviour<T>(y: Argv<T>, name: string): Argv<T> {
+  return y
+    .strict()
+    .version(VERSION)
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .fail((message, error) => {
+      if (error) exitOnError(name, error);
+      process.stderr.write(`${name}: ${message}\nRun '${name} --help' for usage.\n`);
+      process.exit(1);
+    });
 }

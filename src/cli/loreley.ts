@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { exitOnError, overridesFrom, settingsOrExit, VERSION } from './common.ts';
+import { exitOnError, overridesFrom, settingsOrExit, withCommonBehaviour } from './common.ts';
 import { EXAMPLES, initExample } from './init-example.ts';
 import { runChild } from './run-child.ts';
 import { collectStatus, formatStatus, statusDatabaseUrl } from './status.ts';
@@ -13,7 +13,7 @@ function supervisorCommand(): string {
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
-await yargs(hideBin(process.argv))
+await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
   .scriptName('loreley')
   .usage('$0 <command> [options]\n\nLoreley evolves a git repository with LLM-driven mutations and a MAP-Elites archive.')
   .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'Overrides LOG_LEVEL' })
@@ -74,14 +74,4 @@ await yargs(hideBin(process.argv))
     },
   )
   .demandCommand(1, 'Name a command: loreley --help lists them.')
-  .strict()
-  .version(VERSION)
-  .help()
-  .alias('h', 'help')
-  .wrap(Math.min(110, process.stdout.columns ?? 100))
-  .fail((message, error) => {
-    if (error) exitOnError('loreley', error);
-    process.stderr.write(`loreley: ${message}\nRun 'loreley --help' for usage.\n`);
-    process.exit(1);
-  })
   .parseAsync();

@@ -1,9 +1,9 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { runSupervisor } from '../supervisor/main.ts';
-import { exitOnError, overridesFrom, settingsOrExit, VERSION } from './common.ts';
+import { exitOnError, overridesFrom, settingsOrExit, withCommonBehaviour } from './common.ts';
 
-const argv = await yargs(hideBin(process.argv))
+const argv = await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley-supervisor')
   .scriptName('loreley-supervisor')
   .usage(
     '$0 [options]\n\nRuns a Loreley experiment: N worker processes and one scheduler, restarted when they crash,\n' +
@@ -24,16 +24,6 @@ const argv = await yargs(hideBin(process.argv))
     if (maxJobs !== undefined && (!Number.isInteger(maxJobs) || maxJobs < 0)) throw new Error('--max-jobs must be a whole number >= 0');
     if (drainTimeout !== undefined && !(drainTimeout >= 0)) throw new Error('--drain-timeout must be a number of seconds >= 0');
     return true;
-  })
-  .strict()
-  .version(VERSION)
-  .help()
-  .alias('h', 'help')
-  .wrap(Math.min(110, process.stdout.columns ?? 100))
-  .fail((message, error) => {
-    if (error) exitOnError('loreley-supervisor', error);
-    process.stderr.write(`loreley-supervisor: ${message}\nRun 'loreley-supervisor --help' for usage.\n`);
-    process.exit(1);
   })
   .parseAsync();
 

@@ -4,6 +4,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from './process-alive.ts';
 
 /**
  * The database a new user gets when `DATABASE_URL` is unset: a PostgreSQL cluster from the
@@ -120,14 +121,6 @@ function ownerFile(directory: string): string {
   return path.join(directory, 'owner.pid');
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * One supervisor per embedded cluster. The server runs in its own session, so a supervisor that
@@ -138,7 +131,7 @@ async function claimOwnership(directory: string, dataDir: string, bins: Binaries
   const file = ownerFile(directory);
   if (existsSync(file)) {
     const pid = Number(readFileSync(file, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
       throw new Error(`another Loreley process (pid ${pid}) is running the embedded database in ${directory}; stop it first or set DATABASE_URL to share a server`);
     }
   }

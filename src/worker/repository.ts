@@ -13,6 +13,7 @@ import {
 } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { RepositorySettings } from '../shared/settings/index.ts';
+import { processAlive } from '../shared/process-alive.ts';
 
 /**
  * The worker's view of the evolved repository: one base clone per host at `WORKER_REPO_WORKTREE`
@@ -38,14 +39,6 @@ interface Marker {
   readonly pid: number;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export class WorkerRepository {
   readonly settings: RepositorySettings;

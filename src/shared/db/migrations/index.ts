@@ -1,4 +1,4 @@
-import type { Pool } from '../pool.ts';
+import { withTransaction, type Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
 import { llmMigration } from './003_llm.ts';
@@ -21,9 +21,7 @@ function lockKey(schema: string): string {
  * transaction-scoped advisory lock: the first applies, the others wait and then find nothing to do.
  */
 export async function migrate(pool: Pool, schema: string, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [lockKey(schema)]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
     await client.query(`SET LOCAL search_path = "${schema}", public`);
@@ -42,12 +40,6 @@ export async function migrate(pool: Pool, schema: string, migrations: readonly M
       await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
       ran.push(migration.version);
     }
-    await client.query('COMMIT');
     return ran;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
