@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -78,7 +78,8 @@ function runningUrlFile(directory: string): string {
 /** The URL of the embedded server a supervisor is running from `directory`, if any. */
 export function runningEmbeddedUrl(directory: string): string | undefined {
   const file = runningUrlFile(path.resolve(directory));
-  if (!existsSync(file) || !existsSync(path.join(directory, 'data', 'postmaster.pid'))) return undefined;
+  const owner = ownerFile(path.resolve(directory));
+  if (!existsSync(file) || !existsSync(owner) || !processAlive(Number(readFileSync(owner, 'utf8').trim()))) return undefined;
   return readFileSync(file, 'utf8').trim() || undefined;
 }
 
@@ -150,14 +151,40 @@ function readOrCreatePassword(directory: string): string {
   return password;
 }
 
+/** Whether every directory above `directory` lets other users through (the postgres user is one). */
+function reachableByOthers(directory: string): boolean {
+  for (let current = path.dirname(directory); ; current = path.dirname(current)) {
+    if ((statSync(current).mode & 0o001) === 0) return false;
+    if (path.dirname(current) === current) return true;
+  }
+}
+
+/**
+ * Where the cluster's files go. As root, PostgreSQL runs as the `postgres` user, which cannot reach
+ * a data directory below a private one (a home directory is 0700, and so is a mkdtemp directory):
+ * the cluster then lives under /var/lib/loreley, keyed by the experiment directory, while the
+ * credentials and bookkeeping stay in the experiment directory.
+ */
+function clusterDirectory(directory: string, asRoot: boolean): string {
+  if (!asRoot || reachableByOthers(directory)) return directory;
+  const relocated = path.join(RELOCATED_ROOT, createHash('sha256').update(directory).digest('hex').slice(0, 16));
+  mkdirSync(relocated, { recursive: true, mode: 0o755 });
+  for (let current = relocated; current !== path.dirname(RELOCATED_ROOT); current = path.dirname(current)) chmodSync(current, 0o755);
+  writeFileSync(path.join(directory, 'cluster-location'), `${relocated}\n`);
+  return relocated;
+}
+
+const RELOCATED_ROOT = '/var/lib/loreley/postgres';
+
 export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): Promise<EmbeddedDatabase> {
   const directory = path.resolve(options.directory);
-  const dataDir = path.join(directory, 'data');
   mkdirSync(directory, { recursive: true, mode: 0o755 });
-  // The postgres user must be able to reach the data directory through its parents.
   chmodSync(directory, 0o755);
   const password = readOrCreatePassword(directory);
   const bins = await binaries();
+  const cluster = clusterDirectory(directory, process.getuid?.() === 0);
+  if (cluster !== directory) options.onLog?.(`the postgres user cannot reach ${directory}: keeping the cluster in ${cluster}`);
+  const dataDir = path.join(cluster, 'data');
 
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
     const EmbeddedPostgres = await loadEmbeddedPostgres();
@@ -177,7 +204,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   const owner = postgresOwner();
   await claimOwnership(directory, dataDir, bins, owner, options.onLog);
   const port = await freePort();
-  const logFile = path.join(directory, 'server.log');
+  const logFile = path.join(cluster, 'server.log');
   if (owner && !existsSync(logFile)) {
     writeFileSync(logFile, '');
   }

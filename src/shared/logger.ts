@@ -40,14 +40,15 @@ export function logDirectory(settings: LogSettings, experiment: ExperimentIdenti
   return path.join(settings.baseDir, 'logs', experiment.namespace, role, workerId);
 }
 
-/** The password of a connection URL, so it can be scrubbed from free text too. */
-export function urlPassword(url: string | undefined): string | undefined {
-  if (!url) return undefined;
+/** The password of a connection URL, as written and decoded, so it can be scrubbed from free text. */
+export function urlPasswords(url: string | undefined): string[] {
+  if (!url) return [];
   try {
-    const password = decodeURIComponent(new URL(url).password);
-    return password === '' ? undefined : password;
+    const encoded = new URL(url).password;
+    if (encoded === '') return [];
+    return [...new Set([encoded, decodeURIComponent(encoded)])];
   } catch {
-    return undefined;
+    return [];
   }
 }
 
@@ -88,6 +89,19 @@ export function removeExpiredLogFiles(directory: string, retentionDays: number, 
   return removed;
 }
 
+/**
+ * The console is a convenience; the JSONL file is the record. When stderr is a pipe whose reader
+ * is slow (pm2, systemd, a busy terminal) a synchronous write fails with EAGAIN: the line is
+ * dropped from the console rather than taking the process down.
+ */
+function writeConsole(text: string): void {
+  try {
+    writeSync(2, text);
+  } catch {
+    // EAGAIN or a closed stderr.
+  }
+}
+
 const LEVEL_LABELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
 const CONSOLE_SKIP = new Set(['time', 'level', 'msg', 'pid', 'host', 'role', 'workerId', 'err']);
 
@@ -99,7 +113,7 @@ function consoleStream(prefix: string): DestinationStream {
       try {
         record = JSON.parse(line);
       } catch {
-        writeSync(2, line);
+        writeConsole(line);
         return;
       }
       const time = typeof record.time === 'string' ? record.time.slice(11, 19) : '';
@@ -110,7 +124,7 @@ function consoleStream(prefix: string): DestinationStream {
         .join(' ');
       const err = record.err as { message?: string } | undefined;
       const errText = err?.message ? ` error=${JSON.stringify(err.message)}` : '';
-      writeSync(2, `${time} ${level} ${prefix}${record.msg ?? ''}${extras ? ` ${extras}` : ''}${errText}\n`);
+      writeConsole(`${time} ${level} ${prefix}${record.msg ?? ''}${extras ? ` ${extras}` : ''}${errText}\n`);
     },
   };
 }

@@ -3,9 +3,10 @@ import { ensureExperiment } from './db/experiments.ts';
 import { migrate } from './db/migrations/index.ts';
 import { createPool, type Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
+import cluster from 'node:cluster';
 import { errorMessage } from './errors.ts';
 import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState } from './ipc.ts';
-import { createProcessLog, urlPassword, type Logger, type ProcessLog, type Role } from './logger.ts';
+import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
 import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
 import type { Settings } from './settings/index.ts';
 
@@ -67,7 +68,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     experiment: settings.experiment,
     role,
     workerId,
-    secrets: [urlPassword(databaseUrl), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    secrets: [...urlPasswords(databaseUrl), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
     consolePrefix: process.env[CHILD_ENV.supervised] ? `[${workerId}] ` : '',
   });
   const logger = log.logger;
@@ -131,6 +132,10 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     stop.abort();
   };
   if (supervised) process.on('disconnect', onDisconnect);
+  // node:cluster makes a child exit on the spot when its primary vanishes, before any handler can
+  // hand the job in hand back. Marking the worker as one that expects to be disconnected leaves
+  // that to our own 'disconnect' handler, which drains and stops now.
+  if (cluster.isWorker && cluster.worker) cluster.worker.exitedAfterDisconnect = true;
 
   const pool = createPool({ url: databaseUrl, settings: settings.database, applicationName: `loreley-${workerId}` });
   const boss = createBoss({ url: databaseUrl, settings, applicationName: `loreley-${workerId}-queue`, supervise: options.supervise });
@@ -149,16 +154,13 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     throw new Error(`cannot connect to the database or queue: ${errorMessage(error)}`);
   }
 
-  const writePresence = () =>
-    upsertWorker(pool, {
-      experimentId: settings.experiment.uuid,
-      host,
-      workerId,
-      role,
-      pid: process.pid,
-      state,
-      currentJobId: jobId,
-    }).catch((error) => logger.debug({ err: error }, 'presence update failed'));
+  // Writes go one after another, so a late 'busy' can never land after the final 'stopped'.
+  let presenceChain: Promise<void> = Promise.resolve();
+  const writePresence = (override?: { state: ChildState; jobId: null }): Promise<void> => {
+    const row = { experimentId: settings.experiment.uuid, host, workerId, role, pid: process.pid, state: override?.state ?? state, currentJobId: override ? null : jobId };
+    presenceChain = presenceChain.then(() => upsertWorker(pool, row)).catch((error) => logger.debug({ err: error }, 'presence update failed'));
+    return presenceChain;
+  };
 
   const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss() });
   const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
@@ -194,7 +196,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       process.off('SIGINT', onSignal);
       process.off('message', onMessage);
       process.off('disconnect', onDisconnect);
-      await upsertWorker(pool, { experimentId: settings.experiment.uuid, host, workerId, role, pid: process.pid, state: 'stopped', currentJobId: null }).catch(() => undefined);
+      await writePresence({ state: 'stopped', jobId: null });
       await boss.stop({ graceful: true, close: true, timeout: 5000 }).catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
       await pool.end().catch(() => undefined);
       log.flush();

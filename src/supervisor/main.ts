@@ -4,7 +4,7 @@ import { migrate } from '../shared/db/migrations/index.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { embeddedDatabaseDirectory, startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { createProcessLog, urlPassword } from '../shared/logger.ts';
+import { createProcessLog, urlPasswords } from '../shared/logger.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { statusLine } from './status.ts';
 import { Supervisor } from './supervisor.ts';
@@ -39,7 +39,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     experiment: settings.experiment,
     role: 'supervisor',
     workerId: 'supervisor',
-    secrets: [urlPassword(settings.database.url), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    secrets: [...urlPasswords(settings.database.url), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
     consolePrefix: '[supervisor] ',
   });
   const logger = log.logger;

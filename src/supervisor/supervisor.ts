@@ -115,7 +115,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.state = state;
     slot.jobId = jobId;
     const view = this.view().find((v) => v.id === slot.id)!;
-    this.logger.info({ slot: slot.id, state, pid: view.pid, jobId: jobId ?? undefined, restarts: slot.restarts }, 'child state');
+    this.logger.info({ slot: slot.id, state, childPid: view.pid, jobId: jobId ?? undefined, restarts: slot.restarts }, 'child state');
     this.emit('change', view);
   }
 
@@ -144,7 +144,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.lastHeartbeat = Date.now();
     switch (message.loreley) {
       case 'ready':
-        this.logger.info({ slot: slot.id, pid: message.pid }, 'child ready');
+        this.logger.info({ slot: slot.id, childPid: message.pid }, 'child ready');
         if (this.stopping) this.send(slot, { loreley: 'drain', timeoutSeconds: this.options.settings.drainTimeoutSeconds });
         break;
       case 'heartbeat':
@@ -217,7 +217,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const limit = slot.state === 'starting' ? Math.max(timeout * 2, 60_000) : timeout;
       if (now - slot.lastHeartbeat > limit) {
         slot.killedAsUnresponsive = true;
-        this.logger.error({ slot: slot.id, pid: child.process.pid, silentMs: now - slot.lastHeartbeat }, 'child stopped heartbeating (blocked event loop?): killing it');
+        this.logger.error({ slot: slot.id, childPid: child.process.pid, silentMs: now - slot.lastHeartbeat }, 'child stopped heartbeating (blocked event loop?): killing it');
         child.process.kill('SIGKILL');
       }
     }
@@ -257,7 +257,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private killAll(): void {
     for (const slot of this.slots) {
       if (slot.child) {
-        this.logger.error({ slot: slot.id, pid: slot.child.process.pid }, 'child did not stop in time: killing it');
+        this.logger.error({ slot: slot.id, childPid: slot.child.process.pid }, 'child did not stop in time: killing it');
         slot.child.process.kill('SIGKILL');
       }
     }

@@ -12,6 +12,12 @@ interface InFlight {
   readonly finished: Promise<void>;
 }
 
+function wakeQueueWorkers(boss: ChildRuntime['boss'], queue: string): void {
+  for (const worker of boss.getWipData()) {
+    if (worker.name === queue) boss.notifyWorker(worker.id);
+  }
+}
+
 export interface WorkerProcessOptions {
   /** Replaces the agent `WORKER_AGENT_BACKEND` names (tests, embedding). */
   readonly agent?: MutationAgent;
@@ -66,6 +72,9 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       inFlight.delete(queueJob.id);
       resolveFinished();
       runtime.setState(runtime.drainSignal.aborted ? 'draining' : inFlight.size > 0 ? 'busy' : 'idle');
+      // pg-boss waits out its poll interval between jobs even with a backlog; a notified worker
+      // fetches again at once instead (and finds nothing, cheaply, when the queue is empty).
+      if (!runtime.drainSignal.aborted) wakeQueueWorkers(boss, settings.queue.name);
     }
   };
 

@@ -131,7 +131,6 @@ describe('a supervisor with 4 workers and a scheduler', () => {
 
   test(
     "every supervisor log line's pid is the supervisor's own",
-    { todo: "BUG src/supervisor/supervisor.ts: 'child state'/'child ready'/watchdog/killAll lines log the child's pid under the key 'pid', so the line has two \"pid\" keys and parses to the child's" },
     () => {
       const own = supervisorLog(fixture, queue);
       const wrong = own.filter((line) => line.pid !== supervisor.pid);
@@ -182,11 +181,6 @@ describe('a supervisor with 4 workers and a scheduler', () => {
 
   test(
     'after a drain every workers row says stopped',
-    {
-      todo:
-        "RACE src/shared/runtime.ts: setState() writes presence fire-and-forget (`void writePresence()`), so the 'draining' upsert " +
-        "can land after close()'s final 'stopped' upsert and a stopped worker's row stays 'draining'",
-    },
     async () => {
       const rows = await workerRows(queue);
       assert.ok(rows.every((row) => row.state === 'stopped'), `every workers row says stopped: ${JSON.stringify(rows)}`);
@@ -308,12 +302,6 @@ if (process.env.LORELEY_ROLE === 'worker' && !existsSync(${JSON.stringify(flag)}
 
     test(
       'the job in hand is handed back to the queue',
-      {
-        todo:
-          "BUG src/shared/runtime.ts onDisconnect never runs its drain: node:cluster's child calls process.exit(0) itself on an unexpected " +
-          "IPC disconnect, so the worker dies mid-job without a log line; the row stays 'running' and the pg-boss job 'active' until its " +
-          'heartbeat/expiry fails it (a failed attempt), and the worktree is left for the next start-up sweep',
-      },
       async () => {
         assert.ok(jobId, 'needs the previous test');
         const job = await waitFor('the job to be handed back', async () => {
@@ -558,11 +546,6 @@ describe('the embedded database (no DATABASE_URL)', () => {
 
   test(
     'starts when LORELEY_DATA_DIR sits under a directory only root can enter (e.g. /root/project/.loreley)',
-    {
-      todo:
-        'BUG src/shared/embedded-database.ts startEmbeddedDatabase: as root, initdb/postgres run as the postgres user, which cannot traverse ' +
-        'a 0700 parent (only the leaf is chmod 755): "initdb: error: could not access directory …/data: Permission denied"',
-    },
     async () => {
       if (process.getuid?.() !== 0) return;
       const fixture = await createFixture({ experimentId: 'embedded-private', database: false });

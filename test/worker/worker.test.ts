@@ -273,7 +273,6 @@ describe('error classes', () => {
 describe('throughput', () => {
   test(
     'a backlog is worked through without idle gaps between jobs',
-    { todo: 'src/worker/worker-process.ts: notifyPollingIntervalSeconds = max(polling, 10) makes a worker with queued jobs wait up to 10 s between them' },
     async (t) => {
       const ids = [await queue.enqueue({}), await queue.enqueue({}), await queue.enqueue({})];
       const jobs = [];
