@@ -417,6 +417,15 @@ export class LogTail {
   }
 }
 
+/**
+ * The child's pid on a supervisor line about a child (`child ready`, `child state`): logged as
+ * `childPid`, since `pid` is every line's own process (older supervisors wrote `pid`).
+ */
+export function childPidOf(line: LogLine, supervisorPid: number): number | undefined {
+  const pid = Number(line.childPid ?? line.pid);
+  return Number.isInteger(pid) && pid > 0 && pid !== supervisorPid ? pid : undefined;
+}
+
 function jsonlFiles(directory: string): string[] {
   if (!existsSync(directory)) return [];
   const files: string[] = [];

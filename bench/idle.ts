@@ -3,6 +3,7 @@ import { logDirectory } from '../src/shared/logger.ts';
 import { createExperiment, NOOP_COMMANDS, whileRunning } from './experiment.ts';
 import {
   childModule,
+  childPidOf,
   clkTck,
   LogTail,
   processTree,
@@ -54,7 +55,8 @@ export const idle: Benchmark = {
         }, 60_000),
       );
       const aChild = log.lines.find((line) => line.msg === 'child ready');
-      harness.progress(`every child ready (children run ${childModule(Number(aChild?.pid))}); waiting for start-up to settle`);
+      const aChildPid = aChild ? childPidOf(aChild, supervisor.pid) : undefined;
+      harness.progress(`every child ready (children run ${aChildPid ? childModule(aChildPid) : 'unknown'}); waiting for start-up to settle`);
       await whileRunning(
         supervisor,
         waitFor('no unfinished job', async () => {
@@ -96,7 +98,7 @@ export const idle: Benchmark = {
           `bare node ${floorCpu.toFixed(3)} CPU-s/min, ${mb(floorRss)}`,
       );
       log.poll();
-      const slotOf = new Map(log.lines.filter((line) => line.msg === 'child ready').map((line) => [Number(line.pid), String(line.slot)]));
+      const slotOf = new Map(log.lines.filter((line) => line.msg === 'child ready').map((line) => [childPidOf(line, supervisor.pid), String(line.slot)]));
       const breakdown = [...tree.rssByPid()]
         .map(([pid, rss]) => `${pid === supervisor.pid ? 'supervisor' : (slotOf.get(pid) ?? `pid ${pid}`)} ${mb(rss)}`)
         .join(', ');

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { logDirectory } from '../src/shared/logger.ts';
 import { createExperiment, NOOP_COMMANDS, whileRunning } from './experiment.ts';
-import { childModule, FIXTURES, jitter, LogTail, ms, NODE, ratio, summary, SUPERVISOR_BIN, waitFor, type Benchmark, type LogLine } from './harness.ts';
+import { childModule, childPidOf, FIXTURES, jitter, LogTail, ms, NODE, ratio, readStat, summary, SUPERVISOR_BIN, waitFor, type Benchmark, type LogLine } from './harness.ts';
 
 /**
  * Restart time: `loreley-supervisor --workers 2 --no-scheduler`; a worker child is SIGKILLed and
@@ -36,12 +36,17 @@ export const restart: Benchmark = {
       const log = new LogTail(logDirectory(experiment.settings.logs, experiment.settings.experiment, 'supervisor', 'supervisor'));
       const readyOf = (slot: string, after: number): LogLine | undefined =>
         log.lines.filter((line) => line.msg === 'child ready' && line.slot === slot && Date.parse(line.time) >= after).at(-1);
+      const pidOf = (line: LogLine | undefined): number => {
+        const pid = line ? childPidOf(line, supervisor.pid) : undefined;
+        if (pid === undefined) throw new Error(`no child pid on the supervisor's 'child ready' line: ${JSON.stringify(line)}`);
+        return pid;
+      };
 
       harness.progress('supervisor --workers 2 --no-scheduler: starting');
       const supervisor = harness.spawn('loreley-supervisor', [SUPERVISOR_BIN, '--workers', '2', '--no-scheduler'], { env: experiment.env, cwd: experiment.root });
       const slots = ['worker0001', 'worker0002'];
       await whileRunning(supervisor, waitFor('both workers ready', () => (log.poll(), slots.every((slot) => readyOf(slot, 0))), 60_000));
-      const firstPid = Number(readyOf(slots[0], 0)!.pid);
+      const firstPid = pidOf(readyOf(slots[0], 0));
       harness.progress(`children run ${childModule(firstPid)}`);
       await sleep(1000);
 
@@ -51,7 +56,9 @@ export const restart: Benchmark = {
       for (let i = 0; i < kills; i += 1) {
         const slot = slots[i % slots.length];
         log.poll();
-        const victim = Number(readyOf(slot, 0)!.pid);
+        const victim = pidOf(readyOf(slot, 0));
+        // Only ever a child of the supervisor we started.
+        if (readStat(victim)?.ppid !== supervisor.pid) throw new Error(`pid ${victim} of ${slot} is not a child of the supervisor`);
         await jitter(500, 800);
         const killedAt = Date.now();
         process.kill(victim, 'SIGKILL');
@@ -60,7 +67,7 @@ export const restart: Benchmark = {
           waitFor(`${slot} to be back after SIGKILL`, () => {
             log.poll();
             const line = readyOf(slot, killedAt);
-            return line && Number(line.pid) !== victim ? line : undefined;
+            return line && pidOf(line) !== victim ? line : undefined;
           }, 30_000, 5),
         );
         const restarting = log.lines.find((line) => line.slot === slot && typeof line.delayMs === 'number' && Date.parse(line.time) >= killedAt);
