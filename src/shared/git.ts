@@ -105,19 +105,20 @@ export interface Author {
   readonly email: string;
 }
 
-/** Stages everything and commits; returns undefined when there was nothing to commit. */
-export async function commitAll(worktree: string, message: string, author: Author): Promise<string | undefined> {
-  const git = gitAt(worktree);
-  await git.raw(['add', '--all']);
-  const staged = (await git.raw(['diff', '--cached', '--name-only'])).trim();
-  if (staged === '') return undefined;
-  await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
-  return (await git.raw(['rev-parse', 'HEAD'])).trim();
+export interface Commit {
+  readonly hash: string;
+  /** Paths the commit changed against its parent. */
+  readonly files: readonly string[];
 }
 
-export async function changedFiles(directory: string, from: string, to: string): Promise<string[]> {
-  const out = await gitAt(directory).raw(['diff', '--name-only', from, to]);
-  return out.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+/** Stages everything and commits; returns undefined when there was nothing to commit. */
+export async function commitAll(worktree: string, message: string, author: Author): Promise<Commit | undefined> {
+  const git = gitAt(worktree);
+  await git.raw(['add', '--all']);
+  const files = (await git.raw(['diff', '--cached', '--name-only'])).split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  if (files.length === 0) return undefined;
+  await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
+  return { hash: (await git.raw(['rev-parse', 'HEAD'])).trim(), files };
 }
 
 export async function diff(directory: string, from: string, to: string, paths: readonly string[] = []): Promise<string> {

@@ -9,7 +9,7 @@ import {
   JobLockConflict,
   JobPreconditionError,
 } from '../shared/errors.ts';
-import { changedFiles, commitAll, pushBranch } from '../shared/git.ts';
+import { commitAll, pushBranch } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
 import { transactionDb, type PgBoss } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
@@ -123,8 +123,8 @@ export class EvolutionWorker {
         const author = { name: settings.worker.repo.authorName, email: settings.worker.repo.authorEmail };
         const created = await commitAll(worktree.directory, message, author);
         if (!created) throw new EvolutionWorkerError(`the ${this.options.agent.name} agent made no change to the code`, { artifacts });
-        commit = created;
-        files = await changedFiles(worktree.directory, job.baseCommit, commit);
+        commit = created.hash;
+        files = [...created.files];
         log.info({ commit, files: files.length }, 'candidate committed');
         if (settings.worker.repo.push) await pushBranch(worktree.directory, branch, commit);
       }

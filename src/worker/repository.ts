@@ -93,14 +93,24 @@ export class WorkerRepository {
   }
 
   async createWorktree(jobId: string, branch: string, baseCommit: string): Promise<JobWorktree> {
-    await this.ensureCommit(baseCommit);
+    // The clone usually has the parent already; looking first would cost a git process every job.
+    if (!existsSync(this.settings.worktree)) await this.ensureCommit(baseCommit);
     const directory = path.join(this.worktreesRoot, jobId);
     const metaDirectory = path.join(this.worktreesRoot, `${jobId}.meta`);
     // A retried job on this host may find its previous attempt's worktree.
     if (existsSync(directory)) await this.removeWorktree({ jobId, directory, branch, baseCommit, metaDirectory });
     await mkdir(this.worktreesRoot, { recursive: true });
     // Worktree registration writes into the shared clone's .git, so it takes the clone's lock.
-    await this.withCloneLock(() => addWorktree(this.settings.worktree, directory, branch, baseCommit));
+    await this.withCloneLock(async () => {
+      try {
+        await addWorktree(this.settings.worktree, directory, branch, baseCommit);
+      } catch (error) {
+        if (await hasCommit(this.settings.worktree, baseCommit)) throw error;
+        await fetchAll(this.settings.worktree);
+        if (!(await hasCommit(this.settings.worktree, baseCommit))) throw new Error(`commit ${baseCommit} is not in ${this.settings.remoteUrl}`);
+        await addWorktree(this.settings.worktree, directory, branch, baseCommit);
+      }
+    });
     const marker: Marker = { jobId, ...this.owner };
     await writeFile(path.join(directory, WORKTREE_MARKER), `${JSON.stringify(marker)}\n`);
     await mkdir(metaDirectory, { recursive: true });
