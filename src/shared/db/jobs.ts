@@ -52,8 +52,9 @@ export interface NewJob {
 
 export async function insertJob(db: Queryable, job: NewJob): Promise<EvolutionJob> {
   const { rows } = await db.query<EvolutionJob>(
-    `INSERT INTO evolution_jobs (experiment_id, kind, base_commit, inspirations, goal, payload, island, priority)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    // clock_timestamp, not now(): jobs inserted in one transaction keep their order for dispatch.
+    `INSERT INTO evolution_jobs (experiment_id, kind, base_commit, inspirations, goal, payload, island, priority, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
      RETURNING ${COLUMNS}`,
     [
       job.experimentId, job.kind ?? 'evolution', job.baseCommit, JSON.stringify(job.inspirations ?? []),
