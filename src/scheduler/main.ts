@@ -1,4 +1,3 @@
-import { embedderFromSettings } from '../shared/llm/embeddings.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import { acquireSchedulerLock } from './lock.ts';
 import { EvolutionScheduler, runSchedulerLoop } from './scheduler.ts';
@@ -32,7 +31,8 @@ export async function runSchedulerProcess(runtime: ChildRuntime, options: Schedu
   const onLost = () => logger.error({ reason: String(lock.lost.reason) }, 'lost the scheduler lock: stopping scheduling');
   lock.lost.addEventListener('abort', onLost);
   try {
-    const embedder = settings.agent.embeddings.enabled ? embedderFromSettings(settings, pool, stop) : undefined;
+    // The OpenAI SDK is loaded only when an embeddings endpoint is configured.
+    const embedder = settings.agent.embeddings.enabled ? (await import('../shared/llm/embeddings.ts')).embedderFromSettings(settings, pool, stop) : undefined;
     const scheduler = new EvolutionScheduler({ settings, pool, boss, logger, workerId: runtime.workerId, embedder });
     await scheduler.start();
     runtime.setState('idle');

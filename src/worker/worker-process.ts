@@ -33,7 +33,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   const repository = new WorkerRepository({ settings: settings.worker.repo, pool, logger, workerId: runtime.workerId, host: runtime.host });
   const swept = await repository.sweepAbandoned();
   if (swept.length > 0) logger.info({ swept }, 'removed worktrees left by a stopped worker');
-  const agent = options.agent ?? createAgent({ settings, pool, logger });
+  const agent = options.agent ?? (await createAgent({ settings, pool, logger }));
   const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host });
   const inFlight = new Map<string, InFlight>();
 

@@ -64,7 +64,7 @@ after(async () => {
 async function run(env: Record<string, string>) {
   const harness = await createHarness({ files: { 'program.js': PROGRAM }, env: { WORKER_EVOLVE_PATHS: 'program.js', SCHEDULER_GOAL: 'maximise SCORE', ...env } });
   harnesses.push(harness);
-  const agent = createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
+  const agent = await createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
   return { harness, agent, ...(await harness.runJob(agent, { goal: 'maximise SCORE' })) };
 }
 

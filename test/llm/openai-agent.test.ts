@@ -91,7 +91,7 @@ describe('openai agent in a real evolution job', () => {
     await recordFailure(harness.pool, failed.id, 'SyntaxError: Unexpected token in program.js', true);
     const sibling = await inspiration(harness, 3);
 
-    const agent = createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
+    const agent = await createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
     const { job, outcome, error } = await harness.runJob(agent, { inspirations: [sibling], goal: 'maximise SCORE' });
     assert.equal(error, undefined, String(error));
     assert.equal(job.status, 'succeeded');
@@ -142,7 +142,7 @@ describe('openai agent in a real evolution job', () => {
     const wrongSearch = GOOD_EDIT.replace('const SCORE = 1;\n=', 'const SCORE = 100;\n=');
     const outsideRegion = ['SUMMARY: cheat', 'program.js', '<<<<<<< SEARCH', 'const helper = 1;', '=======', 'const helper = 2;', '>>>>>>> REPLACE'].join('\n');
     const { harness, server } = await setup([{ reply: wrongSearch }, { reply: outsideRegion }], { WORKER_AGENT_MAX_ATTEMPTS: '2' });
-    const agent = createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
+    const agent = await createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
     const { job, error } = await harness.runJob(agent);
 
     assert.ok(error instanceof EvolutionWorkerError, String(error));
@@ -169,7 +169,7 @@ describe('openai agent in a real evolution job', () => {
     const readme = ['README.md', '```', 'rewritten', '```'].join('\n');
     const whole = ['SUMMARY: whole file', 'program.js', '```js', PROGRAM.replace('SCORE = 1', 'SCORE = 9').trimEnd(), '```'].join('\n');
     const { harness, server } = await setup([{ reply: readme }, { reply: whole }], { WORKER_AGENT_EDIT_MODE: 'full' });
-    const agent = createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
+    const agent = await createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
     const { job, outcome, error } = await harness.runJob(agent);
     assert.equal(error, undefined, String(error));
     assert.equal(job.status, 'succeeded');
@@ -181,7 +181,7 @@ describe('openai agent in a real evolution job', () => {
 
   it('fails the job when the model hangs past the request timeout', async () => {
     const { harness } = await setup([{ hang: true }], { WORKER_AGENT_REQUEST_TIMEOUT_SECONDS: '0.3', WORKER_AGENT_MAX_RETRIES: '0' });
-    const agent = createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
+    const agent = await createAgent({ settings: harness.settings, pool: harness.pool, logger: harness.logger });
     const started = performance.now();
     const { job } = await harness.runJob(agent);
     assert.ok(performance.now() - started < 20_000);
