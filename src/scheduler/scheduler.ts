@@ -1,4 +1,5 @@
 import { costBudgetSnapshot } from '../shared/db/usage.ts';
+import { recordIngestionAttempt } from '../shared/db/jobs.ts';
 import { costBudgetExhausted } from '../shared/llm/budget.ts';
 import { bestBranchName } from '../shared/experiment.ts';
 import { lockArchiveState, listElites, saveSamplerState, type Elite } from '../shared/db/archive.ts';
@@ -24,6 +25,9 @@ import { sample } from './sampler.ts';
 
 export { acquireSchedulerLock, type SchedulerLock } from './lock.ts';
 export { runSchedulerLoop, type SchedulerLoopOptions, type SchedulerLoopResult } from './loop.ts';
+
+/** Ingestion of one job is tried this many times before its failure is final. */
+const MAX_INGESTION_ATTEMPTS = 3;
 
 export interface EvolutionSchedulerOptions {
   readonly settings: Settings;
@@ -256,8 +260,13 @@ export class EvolutionScheduler {
         outcomes.push(outcome);
       } catch (error) {
         const reason = `ingestion failed: ${errorMessage(error)}`;
-        this.logger.warn({ jobId: job.id, err: error }, reason);
-        await recordIngestion(this.pool, job.id, { status: 'failed', delta: null, cell: null, reason });
+        const attempts = await recordIngestionAttempt(this.pool, job.id, reason);
+        if (attempts >= MAX_INGESTION_ATTEMPTS) {
+          this.logger.warn({ jobId: job.id, err: error, attempts }, `${reason} (giving up)`);
+          await recordIngestion(this.pool, job.id, { status: 'failed', delta: null, cell: null, reason });
+        } else {
+          this.logger.warn({ jobId: job.id, err: error, attempts }, `${reason} (will try again next tick)`);
+        }
         outcomes.push(error instanceof Error ? error : new Error(reason));
       }
     }

@@ -276,3 +276,20 @@ export async function markResent(db: Queryable, id: string, queueJobId: string, 
     [id, queueJobId, reason],
   );
 }
+
+/**
+ * Counts a failed ingestion attempt and keeps the job awaiting ingestion; returns how many attempts
+ * have failed so far, so the caller can give up after a few (a transient git or network error
+ * should not lose a result for good).
+ */
+export async function recordIngestionAttempt(db: Queryable, id: string, reason: string): Promise<number> {
+  const { rows } = await db.query<{ attempts: number }>(
+    `UPDATE evolution_jobs
+        SET ingestion_reason = $2, updated_at = now(),
+            payload = jsonb_set(payload, '{ingestion_attempts}', to_jsonb(COALESCE((payload->>'ingestion_attempts')::int, 0) + 1), true)
+      WHERE id = $1
+      RETURNING (payload->>'ingestion_attempts')::int AS attempts`,
+    [id, reason],
+  );
+  return rows[0]?.attempts ?? 0;
+}
