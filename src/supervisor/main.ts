@@ -44,6 +44,21 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   });
   const logger = log.logger;
 
+  // Installed before anything starts: a signal during start-up must not kill us with the
+  // database half up. It is remembered and honoured once there is something to stop.
+  let supervisor: Supervisor | undefined;
+  let stopRequested: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (supervisor) {
+      supervisor.stop(signal);
+    } else if (!stopRequested) {
+      stopRequested = signal;
+      logger.info({ signal }, 'stop requested while starting: stopping once start-up is done');
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   let database: EmbeddedDatabase | undefined;
   let url = settings.database.url;
   if (!url) {
@@ -73,7 +88,16 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     throw new Error(`cannot use the database: ${errorMessage(error)}`);
   }
 
-  const supervisor = new Supervisor({
+  if (stopRequested) {
+    await stopDatabase();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    logger.info('supervisor stopped before starting its children');
+    log.flush();
+    return 0;
+  }
+
+  supervisor = new Supervisor({
     settings: settings.supervisor,
     logger,
     childModule: CHILD_MODULE,
@@ -82,9 +106,6 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     scheduler: settings.supervisor.scheduler,
   });
 
-  const onSignal = (signal: NodeJS.Signals) => supervisor.stop(signal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
   supervisor.on('done', (summary) => {
     if (settings.supervisor.exitWhenDone) supervisor.stop('the run is finished (--exit-when-done)');
     else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
