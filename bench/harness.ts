@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -86,6 +86,7 @@ export class Harness {
 
   tempDir(prefix: string): string {
     const dir = mkdtempSync(path.join(os.tmpdir(), `loreley-bench-${prefix}-`));
+    chmodSync(dir, 0o755);
     this.dirs.push(dir);
     return dir;
   }
@@ -185,7 +186,7 @@ export class Harness {
     this.databaseStarting = undefined;
     this.database = undefined;
     if (database) {
-      await database.stop().catch((error) => process.stderr.write(`bench: the embedded PostgreSQL did not stop cleanly: ${String(error)}\n`));
+      await database.remove().catch((error) => process.stderr.write(`bench: the embedded PostgreSQL did not stop cleanly: ${String(error)}\n`));
     }
     for (const dir of this.dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   }

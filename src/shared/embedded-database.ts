@@ -22,6 +22,8 @@ export interface EmbeddedDatabase {
   readonly directory: string;
   readonly port: number;
   stop(): Promise<void>;
+  /** Stops the server and deletes the cluster (wherever it lives) and its bookkeeping files. */
+  remove(): Promise<void>;
 }
 
 export interface EmbeddedDatabaseOptions {
@@ -235,10 +237,15 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   // Lets `loreley status` and other one-off commands find the running server.
   writeFileSync(runningUrlFile(directory), `${url}\n`, { mode: 0o600 });
   let stopped = false;
-  return {
+  const database: EmbeddedDatabase = {
     url,
     directory,
     port,
+    async remove() {
+      await database.stop();
+      rmSync(cluster, { recursive: true, force: true });
+      rmSync(directory, { recursive: true, force: true });
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -247,4 +254,5 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
       rmSync(ownerFile(directory), { force: true });
     },
   };
+  return database;
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -17,11 +17,12 @@ async function startServer(): Promise<{ url: string; stop: () => Promise<void> }
   const external = process.env.LORELEY_TEST_DATABASE_URL;
   if (external) return { url: external, stop: async () => undefined };
   const directory = mkdtempSync(path.join(os.tmpdir(), 'loreley-test-pg-'));
+  chmodSync(directory, 0o755);
   const db: EmbeddedDatabase = await startEmbeddedDatabase({ directory });
   return {
     url: db.url,
     stop: async () => {
-      await db.stop();
+      await db.remove();
       rmSync(directory, { recursive: true, force: true });
     },
   };

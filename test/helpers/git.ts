@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -13,8 +13,14 @@ export function git(cwd: string, ...args: string[]): string {
   }).trim();
 }
 
+/**
+ * A temp dir others may traverse (mkdtemp makes it 0700): as root, an embedded PostgreSQL below it
+ * runs as the postgres user and must reach its data directory.
+ */
 export function tempDir(prefix = 'loreley-test-'): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  const directory = mkdtempSync(path.join(os.tmpdir(), prefix));
+  chmodSync(directory, 0o755);
+  return directory;
 }
 
 /**

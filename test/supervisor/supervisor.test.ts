@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -559,6 +559,9 @@ describe('the embedded database (no DATABASE_URL)', () => {
         assert.equal(await terminate(supervisor, 60_000), 0);
       } finally {
         supervisor.killGroup();
+        // The cluster was kept outside the private directory; do not leave it behind.
+        const location = path.join(privateParent, '.loreley', 'postgres', fixtureSettings(fixture).experiment.namespace, 'cluster-location');
+        if (existsSync(location)) rmSync(readFileSync(location, 'utf8').trim(), { recursive: true, force: true });
       }
     },
   );
