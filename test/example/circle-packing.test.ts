@@ -8,6 +8,7 @@ import pg from 'pg';
 import { initExample } from '../../src/cli/init-example.ts';
 import { bestBranchName, resolveExperiment } from '../../src/shared/experiment.ts';
 import { createTestDatabase, stopTestServer } from '../helpers/database.ts';
+import { tempDir } from '../helpers/git.ts';
 import { baseEnv, killAllSpawned, NODE, spawnSupervisor } from '../helpers/processes.ts';
 
 after(async () => {
@@ -28,7 +29,7 @@ function sumRadii(directory: string, remote: string, ref: string): number {
 }
 
 test('the circle-packing example runs end to end to its budget and beats its baseline', { timeout: 240_000 }, async (t) => {
-  const directory = mkdtempSync(path.join(os.tmpdir(), 'loreley-example-'));
+  const directory = tempDir('loreley-example-');
   initExample({ directory, example: 'circle-packing', maxJobs: 24 });
   const url = await createTestDatabase();
   const started = performance.now();

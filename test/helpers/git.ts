@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -20,8 +20,23 @@ export function git(cwd: string, ...args: string[]): string {
 export function tempDir(prefix = 'loreley-test-'): string {
   const directory = mkdtempSync(path.join(os.tmpdir(), prefix));
   chmodSync(directory, 0o755);
+  created.push(directory);
   return directory;
 }
+
+// Removed when the test process ends (every server and child is gone by then); set
+// LORELEY_KEEP_TEST_DIRS=1 to keep them for a post-mortem.
+const created: string[] = [];
+process.on('exit', () => {
+  if (process.env.LORELEY_KEEP_TEST_DIRS === '1') return;
+  for (const directory of created) {
+    try {
+      rmSync(directory, { recursive: true, force: true });
+    } catch {
+      // A file owned by another user, or already gone.
+    }
+  }
+});
 
 /**
  * A bare "remote" with one commit on `main` holding `files`. Returns the remote's path and the

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { tempDir } from '../helpers/git.ts';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
@@ -43,7 +43,7 @@ describe('price table', () => {
   });
 
   it('lets a user file add and override entries', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'loreley-prices-'));
+    const dir = tempDir('loreley-prices-');
     const file = path.join(dir, 'prices.json');
     writeFileSync(file, JSON.stringify({ models: { 'my-model': { prompt: 1, completion: 2 }, 'gpt-4o-mini': { prompt: 10, completion: 0 } } }));
     const table = loadPriceTable(DEFAULT_PRICES_FILE, file);
