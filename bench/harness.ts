@@ -1,3 +1,4 @@
+import { waitFor as pollUntil } from '../test/helpers/processes.ts';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -206,22 +207,9 @@ export class Harness {
 // ---------------------------------------------------------------------------------------------
 // Waiting and statistics
 
-/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs`. */
-export async function waitFor<T>(what: string, probe: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 30_000, intervalMs = 20): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
+/** The tests' poller, with the bench's finer default interval. */
+export function waitFor<T>(what: string, probe: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 30_000, intervalMs = 20): Promise<T> {
+  return pollUntil(what, probe, timeoutMs, intervalMs);
 }
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on this machine. */
