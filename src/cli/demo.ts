@@ -55,8 +55,20 @@ if (existsSync(supervisorLogs)) {
 
 process.stdout.write('\n');
 if (summary) {
-  process.stdout.write(`Run finished: ${JSON.stringify(summary, null, 2)}\n\n`);
+  const best = summary.best as { commit?: string; fitness?: number; metrics?: Record<string, number> } | null | undefined;
+  const baseline = summary.baseline as { fitness?: number } | null | undefined;
+  const jobs = summary.jobs as Record<string, number> | undefined;
+  process.stdout.write(`Run finished: ${jobs ? Object.entries(jobs).map(([status, count]) => `${status} ${count}`).join(', ') : ''}\n`);
+  if (best?.commit) {
+    const sum = best.metrics?.sum_radii;
+    process.stdout.write(
+      `Best score:    combined_score ${best.fitness?.toFixed(4)}${sum !== undefined ? ` (sum of radii ${sum.toFixed(4)})` : ''}` +
+        `${baseline?.fitness !== undefined ? `, baseline ${baseline.fitness.toFixed(4)}` : ''}\n`,
+    );
+    process.stdout.write(`Best commit:   ${best.commit} (branch ${bestBranchName(experiment)})\n`);
+  }
   process.stdout.write(`Best program:  git -C ${path.join(directory, 'remote.git')} show ${bestBranchName(experiment)}:pack.js\n`);
+  process.stdout.write(`Full summary:  ${JSON.stringify(summary)}\n`);
 } else {
   process.stdout.write(`The run did not report a final summary (supervisor exit code ${code}).\n`);
 }
