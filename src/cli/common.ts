@@ -47,7 +47,9 @@ export function withCommonBehaviour<T>(y: Argv<T>, name: string): Argv<T> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((message, error) => {
       if (error) exitOnError(name, error);
-      process.stderr.write(`${name}: ${message}\nRun '${name} --help' for usage.\n`);
+      // yargs writes some messages (an invalid choice) over several lines; a user gets one.
+      const oneLine = String(message).split('\n').map((part) => part.trim()).filter(Boolean).join(' ');
+      process.stderr.write(`${name}: ${oneLine}\nRun '${name} --help' for usage.\n`);
       process.exit(1);
     });
 }
