@@ -1,4 +1,5 @@
-import { errorMessage } from '../shared/errors.ts';
+import { ConfigurationError, errorMessage, UserError } from '../shared/errors.ts';
+import { EXIT_CONFIG } from '../shared/ipc.ts';
 import { startChildRuntime, type ChildRuntime } from '../shared/runtime.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { killAllCommands } from '../shared/subprocess.ts';
@@ -44,6 +45,12 @@ export async function runChild(options: RunChildOptions): Promise<never> {
       await runSchedulerProcess(runtime, { once: options.once ?? false });
     }
   } catch (error) {
+    if (error instanceof ConfigurationError || error instanceof UserError) {
+      runtime.logger.fatal({ error: error.message }, error instanceof ConfigurationError ? 'cannot run with these settings' : 'stopped');
+      process.stderr.write(`loreley ${options.role}: ${error.message}\n`);
+      await runtime.close().catch(() => undefined);
+      process.exit(error instanceof ConfigurationError ? EXIT_CONFIG : 1);
+    }
     crash(error);
   }
   const stopping = setTimeout(() => {

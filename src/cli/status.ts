@@ -1,6 +1,6 @@
 import { countByStatus } from '../shared/db/jobs.ts';
 import { getExperiment } from '../shared/db/experiments.ts';
-import { createPool } from '../shared/db/pool.ts';
+import { createPool, PG_UNDEFINED_TABLE, pgErrorCode } from '../shared/db/pool.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
 import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
 import { listWorkers } from '../shared/db/workers.ts';
@@ -24,7 +24,11 @@ export async function collectStatus(settings: Settings, url: string): Promise<Re
   const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-status', max: 1 });
   try {
     const experimentId = settings.experiment.uuid;
-    const experiment = await getExperiment(pool, experimentId).catch(() => undefined);
+    // Only a database Loreley never ran on means "no data"; a connection or auth failure is reported.
+    const experiment = await getExperiment(pool, experimentId).catch((error: unknown) => {
+      if (pgErrorCode(error) === PG_UNDEFINED_TABLE) return undefined;
+      throw error;
+    });
     if (!experiment) throw new UserError(`experiment ${settings.experiment.raw} (${experimentId}) has no data in this database yet`);
     const fitness = settings.archive.fitnessMetric;
     const [statuses, counts, best, workers, usage] = await Promise.all([

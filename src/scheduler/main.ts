@@ -1,3 +1,4 @@
+import { UserError } from '../shared/errors.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import { acquireSchedulerLock } from './lock.ts';
 import { EvolutionScheduler, runSchedulerLoop } from './scheduler.ts';
@@ -14,15 +15,22 @@ export interface SchedulerProcessOptions {
 export async function runSchedulerProcess(runtime: ChildRuntime, options: SchedulerProcessOptions): Promise<void> {
   const { settings, pool, boss, logger } = runtime;
   let lock;
+  // `--once` is a one-shot tick: it does not wait behind a running scheduler.
+  const giveUp = new AbortController();
   try {
-    lock = await acquireSchedulerLock(pool, settings.experiment.uuid, runtime.drainSignal, {
+    lock = await acquireSchedulerLock(pool, settings.experiment.uuid, AbortSignal.any([runtime.drainSignal, giveUp.signal]), {
       pollIntervalMs: settings.scheduler.lockPollSeconds * 1000,
       onStandby: () => {
+        if (options.once) {
+          giveUp.abort(new UserError('another scheduler is running this experiment; --once does not wait for it'));
+          return;
+        }
         runtime.setState('standby');
         logger.info('another scheduler holds this experiment: waiting as a standby');
       },
     });
   } catch (error) {
+    if (giveUp.signal.aborted) throw giveUp.signal.reason;
     if (runtime.drainSignal.aborted) return;
     throw error;
   }

@@ -1,3 +1,4 @@
+import { ConfigurationError } from '../shared/errors.ts';
 import { existsSync } from 'node:fs';
 import { cloneOrFetch, fetchAll, hasCommit, pushBranch, resolveCommit } from '../shared/git.ts';
 import type { Settings } from '../shared/settings/index.ts';
@@ -28,7 +29,7 @@ export class SchedulerRepository {
     if (existsSync(this.directory)) {
       const origin = await remoteUrl(this.directory);
       if (origin !== undefined && normalizeUrl(origin) !== normalizeUrl(this.remote)) {
-        throw new Error(`the scheduler clone ${this.directory} is a clone of ${origin}, not of WORKER_REPO_REMOTE_URL=${this.remote}: remove it or set SCHEDULER_REPO_ROOT to another directory`);
+        throw new ConfigurationError(`the scheduler clone ${this.directory} is a clone of ${origin}, not of WORKER_REPO_REMOTE_URL=${this.remote}: remove it or set SCHEDULER_REPO_ROOT to another directory`);
       }
     }
     await cloneOrFetch(this.remote, this.directory);

@@ -1,3 +1,4 @@
+import { ConfigurationError } from '../shared/errors.ts';
 import { costBudgetSnapshot } from '../shared/db/usage.ts';
 import { recordIngestionAttempt } from '../shared/db/jobs.ts';
 import { costBudgetExhausted } from '../shared/llm/budget.ts';
@@ -163,7 +164,7 @@ export class EvolutionScheduler {
     const remote = settings.worker.repo.remoteUrl;
     const label = `experiment ${settings.experiment.raw} (${this.experimentId})`;
     if (experiment.repositoryUrl && normalizeUrl(experiment.repositoryUrl) !== normalizeUrl(remote)) {
-      throw new Error(`${label} was started on repository ${experiment.repositoryUrl}, but WORKER_REPO_REMOTE_URL is ${remote}: use the original repository or another EXPERIMENT_ID`);
+      throw new ConfigurationError(`${label} was started on repository ${experiment.repositoryUrl}, but WORKER_REPO_REMOTE_URL is ${remote}: use the original repository or another EXPERIMENT_ID`);
     }
     await this.repository.prepare();
 
@@ -173,22 +174,22 @@ export class EvolutionScheduler {
       ? undefined
       : (await this.repository.resolve(configured)) ?? (await this.repository.resolve(`refs/remotes/origin/${configured}`));
     if (configured !== undefined && configuredCommit === undefined) {
-      throw new Error(`MAPELITES_EXPERIMENT_ROOT_COMMIT=${configured} is not a commit of ${remote}`);
+      throw new ConfigurationError(`MAPELITES_EXPERIMENT_ROOT_COMMIT=${configured} is not a commit of ${remote}`);
     }
     if (experiment.rootCommit) {
       root = experiment.rootCommit;
       if (configuredCommit !== undefined && configuredCommit !== root) {
-        throw new Error(`${label} has root commit ${root}, but MAPELITES_EXPERIMENT_ROOT_COMMIT=${configured} is ${configuredCommit}: an experiment's root never changes; use another EXPERIMENT_ID`);
+        throw new ConfigurationError(`${label} has root commit ${root}, but MAPELITES_EXPERIMENT_ROOT_COMMIT=${configured} is ${configuredCommit}: an experiment's root never changes; use another EXPERIMENT_ID`);
       }
       await this.repository.ensureCommit(root).catch(() => {
-        throw new Error(`${label} has root commit ${root}, which ${remote} does not contain: is WORKER_REPO_REMOTE_URL the experiment's repository?`);
+        throw new ConfigurationError(`${label} has root commit ${root}, which ${remote} does not contain: is WORKER_REPO_REMOTE_URL the experiment's repository?`);
       });
       if (experiment.branch && experiment.branch !== settings.worker.repo.branch) {
         this.logger.warn({ recorded: experiment.branch, configured: settings.worker.repo.branch }, 'WORKER_REPO_BRANCH differs from the branch recorded at the first start; the recorded root commit is kept');
       }
     } else {
       const tip = configuredCommit ?? (await this.repository.tip());
-      if (!tip) throw new Error(`branch ${settings.worker.repo.branch} does not exist on ${remote}: set WORKER_REPO_BRANCH or MAPELITES_EXPERIMENT_ROOT_COMMIT`);
+      if (!tip) throw new ConfigurationError(`branch ${settings.worker.repo.branch} does not exist on ${remote}: set WORKER_REPO_BRANCH or MAPELITES_EXPERIMENT_ROOT_COMMIT`);
       const recorded = await recordExperimentRoot(this.pool, this.experimentId, remote, settings.worker.repo.branch, tip);
       root = recorded.rootCommit ?? tip;
       this.logger.info({ root, source: configuredCommit ? 'MAPELITES_EXPERIMENT_ROOT_COMMIT' : `tip of ${settings.worker.repo.branch}` }, 'experiment root recorded');

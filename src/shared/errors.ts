@@ -29,6 +29,15 @@ export class JobHandedBack extends Error {
   override readonly name = 'JobHandedBack';
 }
 
+/**
+ * The settings name something that cannot work (another experiment's repository, a root that
+ * changed, a missing branch): restarting will not help, so the process exits with EXIT_CONFIG and
+ * the supervisor stops everything instead of crash-looping.
+ */
+export class ConfigurationError extends Error {
+  override readonly name = 'ConfigurationError';
+}
+
 /** A bad input from the user: printed as one line, exit 1, never a stack trace. */
 export class UserError extends Error {
   override readonly name = 'UserError';

@@ -8,7 +8,14 @@ export type ChildState = 'starting' | 'idle' | 'busy' | 'draining' | 'standby' |
 
 export type ChildMessage =
   | { readonly loreley: 'ready'; readonly workerId: string; readonly role: string; readonly pid: number }
-  | { readonly loreley: 'heartbeat'; readonly state: ChildState; readonly jobId?: string | null; readonly rssBytes?: number }
+  | {
+      readonly loreley: 'heartbeat';
+      readonly state: ChildState;
+      readonly jobId?: string | null;
+      readonly rssBytes?: number;
+      /** Process groups of the agent/evaluator commands running now: killed by the supervisor if the child dies. */
+      readonly commandGroups?: readonly number[];
+    }
   | { readonly loreley: 'done'; readonly summary: Record<string, unknown> };
 
 export type SupervisorMessage =
@@ -33,3 +40,6 @@ export const CHILD_ENV = {
   role: 'LORELEY_ROLE',
   supervised: 'LORELEY_SUPERVISED',
 } as const;
+
+/** The exit code of a child whose settings cannot work (sysexits EX_CONFIG): not worth restarting. */
+export const EXIT_CONFIG = 78;

@@ -8,6 +8,8 @@ import { errorMessage } from './errors.ts';
 import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState } from './ipc.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
 import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
+import { apiKeys } from './secrets.ts';
+import { liveCommandGroups, onCommandGroupsChange } from './subprocess.ts';
 import type { Settings } from './settings/index.ts';
 
 /**
@@ -68,7 +70,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     experiment: settings.experiment,
     role,
     workerId,
-    secrets: [...urlPasswords(databaseUrl), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    secrets: [...urlPasswords(databaseUrl), ...apiKeys(settings)],
     consolePrefix: process.env[CHILD_ENV.supervised] ? `[${workerId}] ` : '',
   });
   const logger = log.logger;
@@ -162,7 +164,9 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     return presenceChain;
   };
 
-  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss() });
+  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups() });
+  // The supervisor learns of a command as soon as it starts, so a SIGKILL of this process cannot orphan it.
+  const stopWatchingCommands = onCommandGroupsChange(heartbeat);
   const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
   heartbeatTimer.unref();
   const presenceTimer = setInterval(writePresence, PRESENCE_INTERVAL_MS);
@@ -191,6 +195,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     send,
     async close() {
       clearInterval(heartbeatTimer);
+      stopWatchingCommands();
       clearInterval(presenceTimer);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);

@@ -51,6 +51,36 @@ export function killAllCommands(): void {
   for (const pid of liveGroups) killGroup(pid, 'SIGKILL');
 }
 
+/** Process groups of the commands running now, so a supervisor can end them if we are killed. */
+export function liveCommandGroups(): number[] {
+  return [...liveGroups];
+}
+
+const groupListeners = new Set<(groups: number[]) => void>();
+
+/** Called whenever a command starts or ends. */
+export function onCommandGroupsChange(listener: (groups: number[]) => void): () => void {
+  groupListeners.add(listener);
+  return () => groupListeners.delete(listener);
+}
+
+function groupsChanged(): void {
+  for (const listener of groupListeners) listener(liveCommandGroups());
+}
+
+/**
+ * What a command may see of this process's environment. It runs code a model wrote: it gets no
+ * database credentials and no API keys unless the caller passes them on purpose.
+ */
+const WITHHELD = /^(DATABASE_URL|PG[A-Z]*|OPENAI_API_KEY|ANTHROPIC_API_KEY|LORELEY_TEST_DATABASE_URL|NODE_CHANNEL_FD|NODE_UNIQUE_ID)$/;
+
+export function commandEnvironment(extra: Record<string, string | undefined> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !WITHHELD.test(key)) env[key] = value;
+  for (const [key, value] of Object.entries(extra)) if (value !== undefined) env[key] = value;
+  return env;
+}
+
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 
 export async function runCommand(argv: readonly string[], options: RunOptions): Promise<RunResult> {
@@ -59,8 +89,8 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
   const started = performance.now();
   const subprocess = execa(file, args, {
     cwd: options.cwd,
-    env: options.env,
-    extendEnv: true,
+    env: commandEnvironment(options.env),
+    extendEnv: false,
     input: options.input ?? '',
     timeout: options.timeoutMs,
     cancelSignal: options.signal,
@@ -72,7 +102,10 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
     windowsHide: true,
   });
   const pid = subprocess.pid;
-  if (pid !== undefined) liveGroups.add(pid);
+  if (pid !== undefined) {
+    liveGroups.add(pid);
+    groupsChanged();
+  }
   // execa stops the direct child; what it started (a shell's children, a test runner's workers)
   // lives on in the group unless the group goes too.
   const stopGroup = () => {
@@ -100,6 +133,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
     if (pid !== undefined) {
       killGroup(pid, 'SIGKILL');
       liveGroups.delete(pid);
+      groupsChanged();
     }
   }
 }

@@ -5,6 +5,7 @@ import { createPool } from '../shared/db/pool.ts';
 import { embeddedDatabaseDirectory, startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { createProcessLog, urlPasswords } from '../shared/logger.ts';
+import { apiKeys } from '../shared/secrets.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { statusLine } from './status.ts';
 import { Supervisor } from './supervisor.ts';
@@ -39,7 +40,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     experiment: settings.experiment,
     role: 'supervisor',
     workerId: 'supervisor',
-    secrets: [...urlPasswords(settings.database.url), process.env.OPENAI_API_KEY].filter((s): s is string => Boolean(s)),
+    secrets: [...urlPasswords(settings.database.url), ...apiKeys(settings)],
     consolePrefix: '[supervisor] ',
   });
   const logger = log.logger;
@@ -65,7 +66,11 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     const directory = embeddedDatabaseDirectory(settings.dataDir, settings.experiment.namespace);
     logger.info({ directory }, 'no DATABASE_URL: starting the embedded PostgreSQL');
     try {
-      database = await startEmbeddedDatabase({ directory, onLog: (m) => logger.debug({ postgres: m.trim() }, 'embedded database') });
+      // Every child holds two small pools (Loreley's and pg-boss's) plus a LISTEN connection.
+      const perChild = 2 * settings.database.poolMax + 2;
+      const children = settings.supervisor.workers + (settings.supervisor.scheduler ? 1 : 0);
+      const maxConnections = Math.max(100, (children + 2) * perChild + 20);
+      database = await startEmbeddedDatabase({ directory, maxConnections, onLog: (m) => logger.debug({ postgres: m.trim() }, 'embedded database') });
     } catch (error) {
       logger.error({ error: errorMessage(error) }, 'embedded database failed to start');
       log.flush();

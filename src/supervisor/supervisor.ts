@@ -1,6 +1,6 @@
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
-import { CHILD_ENV, isChildMessage, type ChildState, type SupervisorMessage } from '../shared/ipc.ts';
+import { CHILD_ENV, EXIT_CONFIG, isChildMessage, type ChildState, type SupervisorMessage } from '../shared/ipc.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { SupervisorSettings } from '../shared/settings/index.ts';
 import { RestartPolicy } from './restart-policy.ts';
@@ -38,6 +38,8 @@ interface Slot {
   restartTimer: NodeJS.Timeout | undefined;
   /** Set when we killed it for not answering, so the exit is logged as such. */
   killedAsUnresponsive: boolean;
+  /** The child's agent/evaluator process groups, as last reported. */
+  commandGroups: readonly number[];
 }
 
 export interface SupervisorOptions {
@@ -67,7 +69,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly byChild = new Map<number, Slot>();
   private stopping = false;
   private stopReason = '';
-  private allErrored = false;
+  private fatal = false;
   private watchdog: NodeJS.Timeout | undefined;
   private hardDeadline: NodeJS.Timeout | undefined;
   private resolveStopped!: (code: number) => void;
@@ -90,7 +92,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       });
     const make = (id: string, role: SlotRole): Slot => ({
       id, role, policy: policy(), state: 'exited', child: undefined, startedAt: 0, lastHeartbeat: 0, restarts: 0,
-      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false,
+      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [],
     });
     for (let index = 1; index <= options.workers; index += 1) this.slots.push(make(slotId(s.workerIdPrefix, index), 'worker'));
     if (options.scheduler) this.slots.push(make(slotId(s.schedulerIdPrefix, 1), 'scheduler'));
@@ -149,6 +151,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         break;
       case 'heartbeat':
         slot.rssBytes = message.rssBytes;
+        slot.commandGroups = message.commandGroups ?? [];
         this.setState(slot, message.state, message.jobId ?? null);
         break;
       case 'done':
@@ -175,6 +178,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (slot.child === child) slot.child = undefined;
     const uptimeMs = Date.now() - slot.startedAt;
     const how = signal ? `signal ${signal}` : `code ${code}`;
+    this.killOrphanedCommands(slot);
+
+    if (code === EXIT_CONFIG && !this.stopping) {
+      this.logger.fatal({ slot: slot.id }, `child ${slot.id} cannot run with these settings (exit ${EXIT_CONFIG}, see its log): stopping everything`);
+      this.setState(slot, 'errored', null);
+      this.fatal = true;
+      this.stop(`${slot.id} reported a configuration error`);
+      return;
+    }
 
     if (this.stopping) {
       this.logger.info({ slot: slot.id, code, signal }, 'child exited');
@@ -193,9 +205,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       this.setState(slot, 'errored', null);
       const workers = this.slots.filter((s) => s.role === 'worker');
       if (workers.length > 0 && workers.every((s) => s.state === 'errored')) {
-        this.allErrored = true;
+        this.fatal = true;
         this.logger.fatal('every worker slot is errored: stopping the supervisor with a non-zero exit');
         this.stop('every worker slot errored');
+      } else if (slot.role === 'scheduler') {
+        // Without its scheduler the experiment makes no progress and never finishes.
+        this.fatal = true;
+        this.logger.fatal('the scheduler slot is errored: stopping the supervisor with a non-zero exit');
+        this.stop('the scheduler slot errored');
       }
       return;
     }
@@ -205,6 +222,23 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.restartTimer = setTimeout(() => {
       if (!this.stopping) this.fork(slot);
     }, decision.delayMs);
+  }
+
+  /**
+   * A child killed outright (SIGKILL, the OOM killer, our watchdog) cannot end the commands it
+   * started in their own process groups; they would run on, unbounded, in a worktree the next
+   * child sweeps away. The supervisor ends them instead.
+   */
+  private killOrphanedCommands(slot: Slot): void {
+    for (const group of slot.commandGroups) {
+      try {
+        process.kill(-group, 'SIGKILL');
+        this.logger.warn({ slot: slot.id, processGroup: group }, 'killed a command the dead child left running');
+      } catch {
+        // Already gone: the child ended it itself.
+      }
+    }
+    slot.commandGroups = [];
   }
 
   private checkHeartbeats(): void {
@@ -268,6 +302,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     clearInterval(this.watchdog);
     clearTimeout(this.hardDeadline);
     this.logger.info({ reason: this.stopReason }, 'all children exited');
-    this.resolveStopped(this.allErrored ? 1 : 0);
+    this.resolveStopped(this.fatal ? 1 : 0);
   }
 }

@@ -1,5 +1,5 @@
 import { isUuid, jobBranchName } from '../shared/experiment.ts';
-import { getJob, handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, type EvolutionJob } from '../shared/db/jobs.ts';
+import { getJob, handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
 import {
@@ -148,7 +148,11 @@ export class EvolutionWorker {
         });
         await upsertMetrics(client, job.experimentId, commit, jobId, evaluation.metrics);
         for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, jobId, kind, content);
-        await markSucceeded(client, jobId, commit);
+        // Only the attempt that holds the job may finish it: the scheduler may have failed it
+        // meanwhile (an expired queue job), or a retry may have taken it over.
+        if (!(await markSucceeded(client, jobId, queueJob.id, commit))) {
+          throw new EvolutionWorkerError(`job ${jobId} is no longer held by this attempt (failed or taken over meanwhile): result ${commit} discarded`);
+        }
         // Completing the queue job in the same transaction: either both record success or neither.
         await this.options.boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { commit }, { db: transactionDb(client) });
       });
@@ -184,7 +188,7 @@ export class EvolutionWorker {
    * sent for the same evolution job, in one transaction, and the attempt is returned. Nothing is
    * lost and nothing counts as a failure.
    */
-  async handBack(queueJob: QueueJob): Promise<void> {
+  async handBack(queueJob: QueueJob, options: { claimed: boolean } = { claimed: true }): Promise<void> {
     const { settings, pool, boss } = this.options;
     const jobId = jobIdOf(queueJob.data);
     await withTransaction(pool, async (client) => {
@@ -192,7 +196,8 @@ export class EvolutionWorker {
       await boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { handedBack: true }, { db });
       const fresh = await boss.send(settings.queue.name, { jobId }, { db });
       if (!fresh) throw new Error(`the queue refused the handed-back job ${jobId}`);
-      await handBack(client, jobId, fresh);
+      if (options.claimed) await handBack(client, jobId, queueJob.id, fresh);
+      else await requeueUnstarted(client, jobId, queueJob.id, fresh);
     });
   }
 

@@ -143,9 +143,8 @@ export class WorkerRepository {
       }
       // Another host's worktree (a shared filesystem) is not ours to judge.
       if (marker.host !== this.owner.host) continue;
-      // Our slot's earlier incarnation is dead by definition; anyone else may still be working.
-      const previousSelf = marker.workerId === this.owner.workerId;
-      if (!previousSelf && processAlive(marker.pid)) continue;
+      // A live owner may be mid-job, even one with our id (two foreground `loreley worker`s).
+      if (marker.pid !== process.pid && processAlive(marker.pid)) continue;
       if (existsSync(path.join(this.settings.worktree, '.git'))) {
         await this.withCloneLock(() => removeWorktree(this.settings.worktree, directory));
       }

@@ -38,6 +38,13 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   const inFlight = new Map<string, InFlight>();
 
   const handle = async (queueJob: QueueJob & { signal: AbortSignal }): Promise<object | undefined> => {
+    // A fetch already under way when the drain began delivers its job after it: give it back
+    // untouched rather than start it (or let pg-boss fail it at shutdown).
+    if (runtime.drainSignal.aborted) {
+      await worker.handBack(queueJob, { claimed: false });
+      logger.info({ queueJobId: queueJob.id }, 'job arrived while draining: handed back unstarted');
+      return { handedBack: true };
+    }
     const controller = new AbortController();
     let resolveFinished!: () => void;
     const finished = new Promise<void>((resolve) => (resolveFinished = resolve));

@@ -90,14 +90,16 @@ export async function markRunning(db: Queryable, id: string, worker: { workerId:
   return rows[0];
 }
 
-export async function markSucceeded(db: Queryable, id: string, resultCommit: string): Promise<void> {
-  await db.query(
+/** Finishes the attempt on `queueJobId`; false when that attempt no longer holds the job. */
+export async function markSucceeded(db: Queryable, id: string, queueJobId: string, resultCommit: string): Promise<boolean> {
+  const { rowCount } = await db.query(
     `UPDATE evolution_jobs
-        SET status = 'succeeded', result_commit = $2, finished_at = now(), updated_at = now(),
+        SET status = 'succeeded', result_commit = $3, finished_at = now(), updated_at = now(),
             last_error = NULL, ingestion_status = 'pending'
-      WHERE id = $1`,
-    [id, resultCommit],
+      WHERE id = $1 AND status = 'running' AND queue_job_id = $2`,
+    [id, queueJobId, resultCommit],
   );
+  return rowCount === 1;
 }
 
 /** Records a failed attempt: `failed` when it was the last, else back to `queued` for the queue's retry. */
@@ -116,14 +118,23 @@ export async function recordFailure(db: Queryable, id: string, error: string, fi
  * Gives a job back after a drain cut it short: queued again on a fresh queue job, and the attempt
  * it used is returned, so a shutdown never counts as a failure.
  */
-export async function handBack(db: Queryable, id: string, queueJobId: string): Promise<void> {
+export async function handBack(db: Queryable, id: string, fromQueueJobId: string, toQueueJobId: string): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs
-        SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now(), started_at = NULL,
+        SET status = 'queued', queue_job_id = $3, queued_at = now(), updated_at = now(), started_at = NULL,
             worker_id = NULL, worker_host = NULL, attempts = GREATEST(attempts - 1, 0),
             last_error = 'handed back by a draining worker'
-      WHERE id = $1`,
-    [id, queueJobId],
+      WHERE id = $1 AND status = 'running' AND queue_job_id = $2`,
+    [id, fromQueueJobId, toQueueJobId],
+  );
+}
+
+/** Points a job that was never started at the fresh queue job that replaces its old one. */
+export async function requeueUnstarted(db: Queryable, id: string, fromQueueJobId: string, toQueueJobId: string): Promise<void> {
+  await db.query(
+    `UPDATE evolution_jobs SET queue_job_id = $3, queued_at = now(), updated_at = now()
+      WHERE id = $1 AND status = 'queued' AND queue_job_id = $2`,
+    [id, fromQueueJobId, toQueueJobId],
   );
 }
 

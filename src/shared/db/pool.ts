@@ -57,3 +57,4 @@ export function pgErrorCode(error: unknown): string | undefined {
 }
 
 export const PG_LOCK_NOT_AVAILABLE = '55P03';
+export const PG_UNDEFINED_TABLE = '42P01';

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
-import { readAgentSettings, type AgentSettings } from './agent.ts';
+import { loadPriceTable } from '../llm/pricing.ts';
+import { DEFAULT_PRICES_FILE, readAgentSettings, type AgentSettings } from './agent.ts';
 import { readArchiveSettings, type ArchiveSettings } from './archive.ts';
 import { readCoreSettings, type CoreSettings } from './core.ts';
 import { EnvReader, SettingsError, type Env } from './reader.ts';
@@ -78,11 +79,19 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings {
     ...core,
     cwd,
     worker: readWorkerSettings(reader, cwd, core.dataDir, core.experiment),
-    agent: readAgentSettings(reader),
+    agent: readAgentSettings(reader, cwd),
     supervisor: readSupervisorSettings(reader),
     scheduler: readSchedulerSettings(reader, cwd),
     archive: readArchiveSettings(reader),
   };
+  // Read now, not when the first job needs it: a broken file is a settings problem, not a crash loop.
+  if (settings.agent.pricesFile !== undefined) {
+    try {
+      loadPriceTable(DEFAULT_PRICES_FILE, path.resolve(cwd, settings.agent.pricesFile));
+    } catch (error) {
+      reader.problem('LORELEY_PRICES_FILE', (error as Error).message);
+    }
+  }
   if (reader.problems.length > 0) throw new SettingsError(reader.problems);
   return deepFreeze(settings);
 }

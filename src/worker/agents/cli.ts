@@ -26,6 +26,17 @@ export function claudeArgv(bin: string, extraArgs: readonly string[]): string[] 
   return [bin, '-p', '--permission-mode', 'acceptEdits', '--allowedTools', CLAUDE_ALLOWED_TOOLS, '--output-format', 'text', ...extraArgs];
 }
 
+/** OPENAI_API_KEY as configured (environment or .env), for the Codex CLI. */
+function openAiKey(deps: AgentDependencies): Record<string, string> {
+  const key = deps.settings.agent.openai.apiKey.reveal();
+  return key && key !== 'no-key' ? { OPENAI_API_KEY: key } : keyFromEnvironment('OPENAI_API_KEY');
+}
+
+function keyFromEnvironment(name: string): Record<string, string> {
+  const value = process.env[name];
+  return value ? { [name]: value } : {};
+}
+
 function promptBuilder(deps: AgentDependencies): (request: AgentRequest) => Promise<string> {
   const { settings, pool } = deps;
   const templates = new PromptTemplates(path.resolve(settings.cwd, settings.agent.promptsDir));
@@ -40,6 +51,8 @@ export function createCodexAgent(deps: AgentDependencies): CommandAgent {
     timeoutSeconds: agent.timeoutSeconds,
     prompt: promptBuilder(deps),
     promptOnStdin: true,
+    // The one credential the CLI itself needs; commands get none by default.
+    env: openAiKey(deps),
   });
 }
 
@@ -51,5 +64,6 @@ export function createClaudeAgent(deps: AgentDependencies): CommandAgent {
     timeoutSeconds: agent.timeoutSeconds,
     prompt: promptBuilder(deps),
     promptOnStdin: true,
+    env: keyFromEnvironment('ANTHROPIC_API_KEY'),
   });
 }
