@@ -102,7 +102,6 @@ function writeConsole(text: string): void {
   }
 }
 
-const LEVEL_LABELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
 const CONSOLE_SKIP = new Set(['time', 'level', 'msg', 'pid', 'host', 'role', 'workerId', 'err']);
 
 /** One short human-readable line per record on stderr, written synchronously. */

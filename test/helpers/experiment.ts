@@ -8,7 +8,7 @@ import { createBoss, ensureQueues, transactionDb, type PgBoss } from '../../src/
 import { loadSettings, type Settings } from '../../src/shared/settings/index.ts';
 import { createTestDatabase } from './database.ts';
 import { createRemote, tempDir } from './git.ts';
-import { baseEnv, NODE } from './processes.ts';
+import { baseEnv, killAllSpawned, NODE, spawnLoreley, waitFor, type Spawned } from './processes.ts';
 
 /**
  * An experiment for process tests: a temp directory with a bare git remote, a fresh database, an
@@ -194,4 +194,46 @@ export async function openQueue(fixture: Fixture, url = fixture.databaseUrl): Pr
 
 export function logDir(fixture: Fixture, settings: Settings, role: string, workerId: string): string {
   return path.join(fixture.logsDir, settings.experiment.namespace, role, workerId);
+}
+
+/** An agent that records its pid and a grandchild's (same process group), then sleeps past any test. */
+export const SLEEPING_AGENT = `
+import { spawn } from 'node:child_process';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+const records = process.argv[2];
+const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
+const grandchild = spawn('sleep', ['30'], { stdio: 'ignore' });
+const file = records + '/' + context.jobId + '.agent.json';
+writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, grandchild: grandchild.pid }));
+renameSync(file + '.tmp', file);
+await new Promise((resolve) => setTimeout(resolve, 30000));
+`;
+
+/** `loreley worker` for the fixture, resolved once it reports idle (its start-up sweep done). */
+export async function startWorker(fixture: Fixture, queue: QueueClient): Promise<Spawned> {
+  const worker = spawnLoreley(['worker'], { env: fixture.env, cwd: fixture.root });
+  await waitFor('the worker to be idle', async () => {
+    const { rows } = await queue.pool.query('SELECT state FROM workers WHERE worker_id = $1', ['worker0001']);
+    return rows[0]?.state === 'idle';
+  }, 60_000, 50, worker);
+  return worker;
+}
+
+/**
+ * Ends what a test started: the worker (drained by SIGTERM), every spawned group, and stray
+ * agent processes, which run in process groups of their own.
+ */
+export async function stopEverything(worker: Spawned | undefined, strays: readonly number[] = []): Promise<void> {
+  if (worker && worker.child.exitCode === null) {
+    process.kill(worker.pid, 'SIGTERM');
+    await worker.waitExit(20_000).catch(() => undefined);
+  }
+  killAllSpawned();
+  for (const pid of strays) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone, as it should be.
+    }
+  }
 }

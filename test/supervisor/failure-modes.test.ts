@@ -3,23 +3,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type QueueClient } from '../helpers/experiment.ts';
+import { createFixture, logDir, openQueue, type QueueClient, SLEEPING_AGENT } from '../helpers/experiment.ts';
 import { killAllSpawned, NODE, pidAlive, readLog, spawnLoreley, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /** What happens when things go wrong in ways a restart cannot fix, or a child dies outright. */
 
-// Records its pid and a grandchild's (same process group), then sleeps well past the test.
-const AGENT = `
-import { spawn } from 'node:child_process';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-const records = process.argv[2];
-const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
-const grandchild = spawn('sleep', ['30'], { stdio: 'ignore' });
-const file = records + '/' + context.jobId + '.agent.json';
-writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, grandchild: grandchild.pid }));
-renameSync(file + '.tmp', file);
-await new Promise((resolve) => setTimeout(resolve, 30000));
-`;
 
 const queues: QueueClient[] = [];
 const strays: number[] = [];
@@ -42,7 +30,7 @@ after(async () => {
 test('a SIGKILLed worker does not leave its agent running: the supervisor ends the command group', async (t) => {
   const fixture = await createFixture({ experimentId: 'orphans' });
   const agent = path.join(fixture.root, 'sleeping-agent.mjs');
-  writeFileSync(agent, AGENT);
+  writeFileSync(agent, SLEEPING_AGENT);
   Object.assign(fixture.env, { WORKER_AGENT_COMMAND: JSON.stringify([NODE, agent, fixture.recordsDir]), SUPERVISOR_RESTART_BACKOFF_INITIAL_MS: '100' });
   const queue = await openQueue(fixture);
   queues.push(queue);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type QueueClient } from '../helpers/experiment.ts';
+import { createFixture, logDir, openQueue, type QueueClient, SLEEPING_AGENT } from '../helpers/experiment.ts';
 import { killAllSpawned, NODE, pidAlive, readLog, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
@@ -13,18 +13,6 @@ import { killAllSpawned, NODE, pidAlive, readLog, spawnSupervisor, waitFor, type
  * the agent, with what it started, is gone.
  */
 
-// Records its pid and a grandchild's, then sleeps well past the test.
-const AGENT = `
-import { spawn } from 'node:child_process';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-const records = process.argv[2];
-const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
-const grandchild = spawn('sleep', ['30'], { stdio: 'ignore' });
-const file = records + '/' + context.jobId + '.agent.json';
-writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, grandchild: grandchild.pid }));
-renameSync(file + '.tmp', file);
-await new Promise((resolve) => setTimeout(resolve, 30000));
-`;
 
 let queue: QueueClient | undefined;
 let supervisor: Spawned | undefined;
@@ -47,7 +35,7 @@ after(async () => {
 test('a second SIGTERM during a long drain stops at once: exit 0, the job handed back, no agent left', async (t) => {
   const fixture = await createFixture({ experimentId: 'second-signal' });
   const agent = path.join(fixture.root, 'sleeping-agent.mjs');
-  writeFileSync(agent, AGENT);
+  writeFileSync(agent, SLEEPING_AGENT);
   Object.assign(fixture.env, { WORKER_AGENT_COMMAND: JSON.stringify([NODE, agent, fixture.recordsDir]) });
   const q = (queue = await openQueue(fixture));
   const running = (supervisor = spawnSupervisor(['--workers', '1', '--no-scheduler', '--drain-timeout', '60'], { env: fixture.env, cwd: fixture.root }));

@@ -3,8 +3,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type Fixture, type QueueClient } from '../helpers/experiment.ts';
-import { killAllSpawned, NODE, pidAlive, readLog, spawnLoreley, waitFor, type Spawned } from '../helpers/processes.ts';
+import { createFixture, logDir, openQueue, type Fixture, type QueueClient, startWorker, stopEverything } from '../helpers/experiment.ts';
+import { NODE, pidAlive, readLog, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
  * WORKER_AGENT_TIMEOUT_SECONDS: an agent that outlives it fails the job with a last_error naming the
@@ -46,19 +46,7 @@ let worker: Spawned | undefined;
 const strays: number[] = [];
 
 after(async () => {
-  if (worker && worker.child.exitCode === null) {
-    process.kill(worker.pid, 'SIGTERM');
-    await worker.waitExit(20_000).catch(() => undefined);
-  }
-  killAllSpawned();
-  // The agent runs in a process group of its own, outside the worker's: never leave it behind.
-  for (const pid of strays) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Gone, as it should be.
-    }
-  }
+  await stopEverything(worker, strays);
   await queue?.close();
   await stopTestServer();
 });
@@ -68,13 +56,8 @@ test('an agent past WORKER_AGENT_TIMEOUT_SECONDS fails the job naming the timeou
   const agent = path.join(fixture.root, 'hanging-agent.mjs');
   writeFileSync(agent, AGENT);
   Object.assign(fixture.env, { WORKER_AGENT_COMMAND: JSON.stringify([NODE, agent, fixture.recordsDir]) });
-  queue = await openQueue(fixture);
-  worker = spawnLoreley(['worker'], { env: fixture.env, cwd: fixture.root });
-  const q = queue;
-  await waitFor('the worker to be idle', async () => {
-    const { rows } = await q.pool.query('SELECT state FROM workers WHERE worker_id = $1', ['worker0001']);
-    return rows[0]?.state === 'idle';
-  }, 60_000, 50, worker);
+  const q = (queue = await openQueue(fixture));
+  worker = await startWorker(fixture, q);
 
   const jobId = await q.enqueue({});
   const recordFile = path.join(fixture.recordsDir, `${jobId}.agent.json`);

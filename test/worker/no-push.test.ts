@@ -4,9 +4,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type QueueClient } from '../helpers/experiment.ts';
+import { createFixture, logDir, openQueue, type QueueClient, stopEverything } from '../helpers/experiment.ts';
 import { git } from '../helpers/git.ts';
-import { killAllSpawned, readLog, spawnLoreley, waitFor, type Spawned } from '../helpers/processes.ts';
+import { readLog, spawnLoreley, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
  * WORKER_REPO_PUSH=false: the worker commits and evaluates as usual but never pushes, so the job
@@ -17,11 +17,7 @@ let queue: QueueClient | undefined;
 let worker: Spawned | undefined;
 
 after(async () => {
-  if (worker && worker.child.exitCode === null) {
-    process.kill(worker.pid, 'SIGTERM');
-    await worker.waitExit(20_000).catch(() => undefined);
-  }
-  killAllSpawned();
+  await stopEverything(worker);
   await queue?.close();
   await stopTestServer();
 });

@@ -4,9 +4,9 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type Fixture, type QueueClient } from '../helpers/experiment.ts';
+import { createFixture, logDir, openQueue, type Fixture, type QueueClient, startWorker, stopEverything } from '../helpers/experiment.ts';
 import { git } from '../helpers/git.ts';
-import { killAllSpawned, NODE, readLog, spawnLoreley, waitFor, type Spawned } from '../helpers/processes.ts';
+import { NODE, readLog, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
  * Queue retries (TASKS_WORKER_MAX_RETRIES=1): a failed attempt puts the row back to `queued`, the
@@ -66,19 +66,11 @@ before(async () => {
   writeFileSync(evaluator, EVALUATOR);
   Object.assign(fixture.env, { WORKER_EVALUATOR_COMMAND: JSON.stringify([NODE, evaluator, fixture.recordsDir]) });
   queue = await openQueue(fixture);
-  worker = spawnLoreley(['worker'], { env: fixture.env, cwd: fixture.root });
-  await waitFor('the worker to be idle', async () => {
-    const { rows } = await queue.pool.query('SELECT state FROM workers WHERE worker_id = $1', ['worker0001']);
-    return rows[0]?.state === 'idle';
-  }, 60_000, 50, worker);
+  worker = await startWorker(fixture, queue);
 });
 
 after(async () => {
-  if (worker && worker.child.exitCode === null) {
-    process.kill(worker.pid, 'SIGTERM');
-    await worker.waitExit(20_000).catch(() => undefined);
-  }
-  killAllSpawned();
+  await stopEverything(worker);
   await queue?.close();
   await stopTestServer();
 });

@@ -7,9 +7,9 @@ import { randomUUID } from 'node:crypto';
 import { insertJob } from '../../src/shared/db/jobs.ts';
 import { jobBranchName } from '../../src/shared/experiment.ts';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type Fixture, type QueueClient } from '../helpers/experiment.ts';
+import { createFixture, logDir, openQueue, type Fixture, type QueueClient, startWorker, stopEverything } from '../helpers/experiment.ts';
 import { git } from '../helpers/git.ts';
-import { deadPid, killAllSpawned, pidAlive, readLog, spawnLoreley, waitFor, type LogLine, type Spawned } from '../helpers/processes.ts';
+import { deadPid, pidAlive, readLog, waitFor, type LogLine, type Spawned } from '../helpers/processes.ts';
 
 /**
  * `loreley worker` as a real process on a real PostgreSQL, against a bare git remote in a temp dir,
@@ -62,20 +62,12 @@ before(async () => {
   // Another worker on this host that is still alive (this test process stands in for it).
   marker(sweep.liveOther, { jobId: 'z', workerId: 'worker0007', host: os.hostname(), pid: process.pid });
 
-  worker = spawnLoreley(['worker'], { env: fixture.env, cwd: fixture.root });
   // Idle is reported once the sweep is done and the worker takes jobs.
-  await waitFor('the worker to be idle', async () => {
-    const { rows } = await queue.pool.query('SELECT state FROM workers WHERE worker_id = $1', ['worker0001']);
-    return rows[0]?.state === 'idle';
-  }, 60_000, 50, worker);
+  worker = await startWorker(fixture, queue);
 });
 
 after(async () => {
-  if (worker && worker.child.exitCode === null) {
-    process.kill(worker.pid, 'SIGTERM');
-    await worker.waitExit(20_000).catch(() => undefined);
-  }
-  killAllSpawned();
+  await stopEverything(worker);
   await queue?.close();
   await stopTestServer();
 });
