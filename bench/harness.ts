@@ -1,4 +1,4 @@
-import { waitFor as pollUntil } from '../test/helpers/processes.ts';
+import { jsonlFiles, waitFor as pollUntil } from '../test/helpers/processes.ts';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -415,13 +415,3 @@ export function childPidOf(line: LogLine, supervisorPid: number): number | undef
   return Number.isInteger(pid) && pid > 0 && pid !== supervisorPid ? pid : undefined;
 }
 
-function jsonlFiles(directory: string): string[] {
-  if (!existsSync(directory)) return [];
-  const files: string[] = [];
-  for (const entry of readdirSync(directory, { withFileTypes: true })) {
-    const full = path.join(directory, entry.name);
-    if (entry.isDirectory()) files.push(...jsonlFiles(full));
-    else if (entry.name.endsWith('.jsonl')) files.push(full);
-  }
-  return files.sort();
-}

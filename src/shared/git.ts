@@ -130,10 +130,3 @@ export async function pushBranch(directory: string, branch: string, commit: stri
   await gitAt(directory).raw(['push', '--quiet', '--force', 'origin', `${commit}:refs/heads/${branch}`]);
 }
 
-export async function commitSubject(directory: string, commit: string): Promise<string> {
-  return (await gitAt(directory).raw(['log', '-1', '--format=%s', commit])).trim();
-}
-
-export async function showFile(directory: string, commit: string, file: string): Promise<string> {
-  return gitAt(directory).raw(['show', `${commit}:${file}`]);
-}

@@ -1,11 +1,9 @@
-import { writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { MetricValue } from '../shared/db/results.ts';
 import { EvolutionWorkerError } from '../shared/errors.ts';
 import type { CommandSettings } from '../shared/settings/index.ts';
-import { runCommand, tail } from '../shared/subprocess.ts';
+import { tail } from '../shared/subprocess.ts';
 import type { JobContext } from './agent.ts';
-import { jobEnvironment } from './agents/command.ts';
+import { jobEnvironment, runJobCommand } from './job-command.ts';
 import type { JobWorktree } from './repository.ts';
 
 export const MAX_METRICS = 64;
@@ -91,26 +89,12 @@ export function parseEvaluation(stdout: string): { summary: string; metrics: Met
 
 /** Runs `WORKER_EVALUATOR_COMMAND` in the worktree and parses what it prints. */
 export async function evaluate(settings: CommandSettings, context: JobContext, worktree: JobWorktree, signal: AbortSignal): Promise<Evaluation> {
-  const contextJson = JSON.stringify(context, null, 2);
-  const contextFile = path.join(worktree.metaDirectory, 'context.json');
-  await writeFile(contextFile, `${contextJson}\n`);
-  const result = await runCommand(settings.command, {
-    cwd: worktree.directory,
-    env: jobEnvironment(context, { contextFile }),
-    input: contextJson,
-    timeoutMs: settings.timeoutSeconds * 1000,
-    signal,
-  });
-  const output = tail(`${result.stdout}${result.stderr ? `\n[stderr]\n${result.stderr}` : ''}`, 64 * 1024);
-  const artifacts = { evaluator_output: output };
   const label = `evaluator ${JSON.stringify(settings.command[0])}`;
-  if (result.failedToStart) throw new EvolutionWorkerError(`${label} could not start: ${result.failedToStart}`, { artifacts });
-  if (result.canceled) throw new EvolutionWorkerError(`${label} was cancelled`, { artifacts });
-  if (result.timedOut) throw new EvolutionWorkerError(`${label} timed out after ${settings.timeoutSeconds}s`, { artifacts });
-  if (result.exitCode !== 0) {
-    const why = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
-    throw new EvolutionWorkerError(`${label} ${why}: ${tail(result.stderr || result.stdout, 300).trim()}`, { artifacts });
-  }
+  const { result, artifacts } = await runJobCommand(
+    { label, argv: settings.command, timeoutSeconds: settings.timeoutSeconds, artifact: 'evaluator_output' },
+    { worktree, env: jobEnvironment(context, worktree), input: JSON.stringify(context, null, 2), signal },
+  );
+  const output = artifacts.evaluator_output;
   try {
     return { ...parseEvaluation(result.stdout), output };
   } catch (error) {

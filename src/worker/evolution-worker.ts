@@ -1,5 +1,5 @@
 import { isUuid, jobBranchName } from '../shared/experiment.ts';
-import { getJob, handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
+import { handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
 import {
@@ -15,6 +15,7 @@ import { transactionDb, type PgBoss } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import type { JobContext, MutationAgent } from './agent.ts';
 import { evaluate } from './evaluator.ts';
+import { writeJobContext } from './job-command.ts';
 import type { JobWorktree, WorkerRepository } from './repository.ts';
 
 /** The queue job as the worker sees it: pg-boss's id and attempt, and our message. */
@@ -110,6 +111,7 @@ export class EvolutionWorker {
         worktree: worktree.directory,
         attempt: job.attempts,
       };
+      await writeJobContext(worktree, context);
 
       let commit = job.baseCommit;
       let message = '';
@@ -199,10 +201,6 @@ export class EvolutionWorker {
       if (options.claimed) await handBack(client, jobId, queueJob.id, fresh);
       else await requeueUnstarted(client, jobId, queueJob.id, fresh);
     });
-  }
-
-  async describe(jobId: string): Promise<EvolutionJob | undefined> {
-    return getJob(this.options.pool, jobId);
   }
 }
 

@@ -169,14 +169,7 @@ export interface LogLine {
 
 /** Every `.jsonl` file under `directory`, recursively. */
 export function jsonlFiles(directory: string): string[] {
-  if (!existsSync(directory)) return [];
-  const files: string[] = [];
-  for (const entry of readdirSync(directory, { withFileTypes: true })) {
-    const full = path.join(directory, entry.name);
-    if (entry.isDirectory()) files.push(...jsonlFiles(full));
-    else if (entry.name.endsWith('.jsonl')) files.push(full);
-  }
-  return files.sort();
+  return allFiles(directory).filter((file) => file.endsWith('.jsonl')).sort();
 }
 
 /** Every parsed line of every JSONL file of one process's log directory, in file order. */

@@ -43,27 +43,17 @@ function promptBuilder(deps: AgentDependencies): (request: AgentRequest) => Prom
   return async (request) => cliPrompt(templates, await gatherMaterial(pool, settings.agent, request));
 }
 
+/** A coding-agent CLI as a command agent: the builder's prompt on stdin, only its own credential. */
+function cliAgent(deps: AgentDependencies, name: string, command: string[], env: Record<string, string>): CommandAgent {
+  return new CommandAgent({ name, command, timeoutSeconds: deps.settings.agent.timeoutSeconds, prompt: promptBuilder(deps), promptOnStdin: true, env });
+}
+
 export function createCodexAgent(deps: AgentDependencies): CommandAgent {
-  const agent = deps.settings.agent;
-  return new CommandAgent({
-    name: 'codex',
-    command: codexArgv(agent.codex.bin, agent.codex.extraArgs),
-    timeoutSeconds: agent.timeoutSeconds,
-    prompt: promptBuilder(deps),
-    promptOnStdin: true,
-    // The one credential the CLI itself needs; commands get none by default.
-    env: openAiKey(deps),
-  });
+  const { codex } = deps.settings.agent;
+  return cliAgent(deps, 'codex', codexArgv(codex.bin, codex.extraArgs), openAiKey(deps));
 }
 
 export function createClaudeAgent(deps: AgentDependencies): CommandAgent {
-  const agent = deps.settings.agent;
-  return new CommandAgent({
-    name: 'claude',
-    command: claudeArgv(agent.claude.bin, agent.claude.extraArgs),
-    timeoutSeconds: agent.timeoutSeconds,
-    prompt: promptBuilder(deps),
-    promptOnStdin: true,
-    env: keyFromEnvironment('ANTHROPIC_API_KEY'),
-  });
+  const { claude } = deps.settings.agent;
+  return cliAgent(deps, 'claude', claudeArgv(claude.bin, claude.extraArgs), keyFromEnvironment('ANTHROPIC_API_KEY'));
 }
