@@ -1,6 +1,7 @@
 import { countByStatus } from '../shared/db/jobs.ts';
 import { getExperiment } from '../shared/db/experiments.ts';
 import { createPool, PG_UNDEFINED_TABLE, pgErrorCode } from '../shared/db/pool.ts';
+import { getMetrics } from '../shared/db/results.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
 import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
 import { listWorkers } from '../shared/db/workers.ts';
@@ -38,11 +39,12 @@ export async function collectStatus(settings: Settings, url: string): Promise<Re
       listWorkers(pool, experimentId),
       usageTotals(pool, experimentId),
     ]);
-    const baseline = experiment.rootCommit ? await pool.query<{ value: number }>('SELECT value FROM metrics WHERE experiment_id = $1 AND commit_hash = $2 AND name = $3', [experimentId, experiment.rootCommit, fitness]) : undefined;
+    const rootMetrics = experiment.rootCommit ? await getMetrics(pool, experimentId, experiment.rootCommit) : [];
+    const baseline = rootMetrics.find((metric) => metric.name === fitness)?.value ?? null;
     return {
       experiment: { id: experimentId, slug: settings.experiment.raw, namespace: settings.experiment.namespace, rootCommit: experiment.rootCommit, finishedAt: experiment.finishedAt },
       jobs: { ...statuses, total: counts.total, budget: settings.scheduler.maxTotalJobs ?? null },
-      fitness: { metric: fitness, baseline: baseline?.rows[0]?.value ?? null, best: best ?? null },
+      fitness: { metric: fitness, baseline, best: best ?? null },
       workers,
       usage: { ...usage, maxCostUsd: settings.agent.maxCostUsd ?? null },
     };

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { tryLock, unlock } from '../shared/db/locks.ts';
 import type { Pool } from '../shared/db/pool.ts';
 
 /**
@@ -47,13 +48,12 @@ export async function acquireSchedulerLock(pool: Pool, experimentUuid: string, s
       await client.connect();
       while (!lost.signal.aborted) {
         signal.throwIfAborted();
-        const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [schedulerLockKey(experimentUuid)]);
-        if (rows[0].locked) {
+        if (await tryLock(client, schedulerLockKey(experimentUuid))) {
           return {
             lost: lost.signal,
             async release() {
               if (lost.signal.aborted) return;
-              await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [schedulerLockKey(experimentUuid)]).catch(() => undefined);
+              await unlock(client, schedulerLockKey(experimentUuid)).catch(() => undefined);
               await client.end().catch(() => undefined);
             },
           };

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { withSessionLock } from '../shared/db/locks.ts';
 import type { Pool } from '../shared/db/pool.ts';
 import {
   addWorktree,
@@ -60,19 +61,8 @@ export class WorkerRepository {
    * processes, and it is released by the server if the holder dies, so a killed worker never
    * leaves a stale lock file behind.
    */
-  private async withCloneLock<T>(fn: () => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    const key = `loreley.clone.${this.owner.host}.${this.settings.worktree}`;
-    try {
-      await client.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
-      try {
-        return await fn();
-      } finally {
-        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [key]);
-      }
-    } finally {
-      client.release();
-    }
+  private withCloneLock<T>(fn: () => Promise<T>): Promise<T> {
+    return withSessionLock(this.pool, `loreley.clone.${this.owner.host}.${this.settings.worktree}`, fn);
   }
 
   /** Clones the remote on first use, then fetches when `commit` is not there yet. */
