@@ -28,7 +28,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
   )
   .command(
     'scheduler',
-    'Run the scheduler: ingest, dispatch, measure and schedule every SCHEDULER_POLL_INTERVAL_SECONDS',
+    'Run the scheduler: ingest, dispatch, reconcile and schedule every SCHEDULER_POLL_INTERVAL_SECONDS',
     (y) =>
       y
         .option('once', { type: 'boolean', default: false, describe: 'Run one tick and exit' })

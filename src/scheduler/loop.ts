@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EvolutionScheduler, FinalSummary, TickSummary } from './scheduler.ts';
+import type { FinalSummary } from './finish.ts';
+import type { EvolutionScheduler, TickSummary } from './scheduler.ts';
 
 export interface SchedulerLoopOptions {
   readonly pollIntervalSeconds: number;

@@ -1,7 +1,8 @@
 import { UserError } from '../shared/errors.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import { acquireSchedulerLock } from './lock.ts';
-import { EvolutionScheduler, runSchedulerLoop } from './scheduler.ts';
+import { runSchedulerLoop } from './loop.ts';
+import { EvolutionScheduler } from './scheduler.ts';
 
 export interface SchedulerProcessOptions {
   readonly once: boolean;

@@ -17,11 +17,11 @@ export class SchedulerRepository {
   private readonly push: boolean;
 
   constructor(settings: Settings) {
-    this.directory = settings.scheduler.repoRoot ?? `${settings.worker.repo.worktree}-scheduler`;
-    this.remote = settings.worker.repo.remoteUrl;
-    this.branch = settings.worker.repo.branch;
-    this.workerClone = settings.worker.repo.worktree;
-    this.push = settings.worker.repo.push;
+    this.directory = settings.scheduler.repoRoot ?? `${settings.worker.git.baseClone}-scheduler`;
+    this.remote = settings.repository.remoteUrl;
+    this.branch = settings.repository.branch;
+    this.workerClone = settings.worker.git.baseClone;
+    this.push = settings.repository.push;
   }
 
   /** Clones or fetches; fails when the directory is a clone of another repository. */

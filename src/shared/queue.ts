@@ -1,12 +1,95 @@
 import { PgBoss, type Db } from 'pg-boss';
 import type { PoolClient } from './db/pool.ts';
+import { JobPreconditionError } from './errors.ts';
+import { isUuid } from './experiment.ts';
 import type { Settings } from './settings/index.ts';
 
 export { PgBoss } from 'pg-boss';
 
-/** The message a queue job carries: only the id; the row in `evolution_jobs` is the truth. */
+/**
+ * The queue contract: what an evolution job's queue message carries, how it is sent, parsed and
+ * completed, and what became of a queue job. The row in `evolution_jobs` is the truth; the queue
+ * only says which row to run. Nothing outside this file knows pg-boss's states or output shapes.
+ */
+
+/** The message a queue job carries: only the id of its `evolution_jobs` row. */
 export interface EvolutionJobMessage {
   readonly jobId: string;
+}
+
+/** A queue job as a worker holds it (pg-boss's job with metadata): its id, attempt, priority and message. */
+export interface QueueJob {
+  readonly id: string;
+  readonly retryCount: number;
+  readonly retryLimit: number;
+  readonly priority: number;
+  readonly data: unknown;
+}
+
+/**
+ * Sends a queue job for `job` inside the caller's transaction, always with the job's priority, so
+ * the queue job and the row's change commit together. Throws when the queue refuses it.
+ */
+export async function sendEvolutionJob(boss: PgBoss, queue: string, job: { readonly id: string; readonly priority: number }, client: PoolClient): Promise<string> {
+  const message: EvolutionJobMessage = { jobId: job.id };
+  const queueJobId = await boss.send(queue, message, { db: transactionDb(client), priority: job.priority });
+  if (!queueJobId) throw new Error(`the queue ${queue} refused job ${job.id}`);
+  return queueJobId;
+}
+
+/** Reads a queue message; throws `JobPreconditionError` (skip, no retry) when it names no valid job. */
+export function parseEvolutionJobMessage(data: unknown): EvolutionJobMessage {
+  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
+  if (typeof jobId !== 'string' || !isUuid(jobId.trim())) {
+    throw new JobPreconditionError(`queue message has no valid job id (expected a UUID, got ${JSON.stringify(jobId) ?? 'nothing'})`);
+  }
+  return { jobId: jobId.trim().toLowerCase() };
+}
+
+/** Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on it. */
+export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: QueueJob, output: object, client: PoolClient): Promise<void> {
+  await boss.complete(queue, { id: queueJob.id, retryCount: queueJob.retryCount }, output, { db: transactionDb(client) });
+}
+
+/**
+ * What became of a queue job: still `active` (waiting, retrying or running), `completed`,
+ * `failed` (retries spent or expired), `cancelled`, or `missing` (never sent, or deleted).
+ * `reason` says it in words, for the job's `last_error`.
+ */
+export type QueueJobFate =
+  | { readonly state: 'active' }
+  | { readonly state: 'missing'; readonly reason: string }
+  | { readonly state: 'failed'; readonly reason: string; readonly attempts: number }
+  | { readonly state: 'cancelled'; readonly reason: string }
+  | { readonly state: 'completed'; readonly reason: string };
+
+export async function queueJobFate(boss: PgBoss, queue: string, queueJobId: string | null): Promise<QueueJobFate> {
+  const found = queueJobId ? (await boss.findJobs(queue, { id: queueJobId }))[0] : undefined;
+  if (!found) return { state: 'missing', reason: `its queue job ${queueJobId ?? '(none)'} vanished from ${queue}` };
+  switch (found.state) {
+    case 'failed': {
+      const output = describeOutput(found.output);
+      const attempts = found.retryCount + 1;
+      return { state: 'failed', attempts, reason: `the queue gave up on it (failed or expired after ${attempts} attempt(s))${output ? `: ${output}` : ''}` };
+    }
+    case 'cancelled':
+      return { state: 'cancelled', reason: 'its queue job was cancelled' };
+    case 'completed':
+      return { state: 'completed', reason: 'its queue job completed' };
+    default:
+      return { state: 'active' };
+  }
+}
+
+/** A failed handler's error is stored as the output; pg-boss's own expiry stores `{ value: { message } }`. */
+function describeOutput(output: unknown): string {
+  if (output === null || output === undefined) return '';
+  const message = (value: unknown): string | undefined =>
+    typeof value === 'object' && value !== null && typeof (value as { message?: unknown }).message === 'string' ? (value as { message: string }).message : undefined;
+  const direct = message(output) ?? message((output as { value?: unknown }).value);
+  if (direct) return direct;
+  const text = JSON.stringify(output);
+  return text === '{}' ? '' : text.slice(0, 500);
 }
 
 export interface BossOptions {
@@ -65,7 +148,7 @@ async function createOrUpdate(boss: PgBoss, name: string, options: Record<string
 }
 
 /** pg-boss's executor over a client already inside our transaction. */
-export function transactionDb(client: PoolClient): Db {
+function transactionDb(client: PoolClient): Db {
   return {
     async executeSql(text: string, values?: unknown[]) {
       const result = await client.query(text, values as unknown[]);

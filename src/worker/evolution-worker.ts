@@ -1,4 +1,4 @@
-import { isUuid, jobBranchName } from '../shared/experiment.ts';
+import { jobBranchName } from '../shared/experiment.ts';
 import { handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
@@ -11,20 +11,12 @@ import {
 } from '../shared/errors.ts';
 import { commitAll, pushBranch } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
-import { transactionDb, type PgBoss } from '../shared/queue.ts';
+import { completeQueueJob, parseEvolutionJobMessage, sendEvolutionJob, type PgBoss, type QueueJob } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import type { JobContext, MutationAgent } from './agent.ts';
 import { evaluate } from './evaluator.ts';
 import { writeJobContext } from './job-command.ts';
 import type { JobWorktree, WorkerRepository } from './repository.ts';
-
-/** The queue job as the worker sees it: pg-boss's id and attempt, and our message. */
-export interface QueueJob {
-  readonly id: string;
-  readonly retryCount: number;
-  readonly retryLimit: number;
-  readonly data: unknown;
-}
 
 export interface JobOutcome {
   readonly jobId: string;
@@ -40,14 +32,6 @@ export interface EvolutionWorkerOptions {
   readonly agent: MutationAgent;
   readonly workerId: string;
   readonly host: string;
-}
-
-function jobIdOf(data: unknown): string {
-  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
-  if (typeof jobId !== 'string' || !isUuid(jobId.trim())) {
-    throw new JobPreconditionError(`queue message has no valid job id (expected a UUID, got ${JSON.stringify(jobId) ?? 'nothing'})`);
-  }
-  return jobId.trim().toLowerCase();
 }
 
 /**
@@ -86,7 +70,7 @@ export class EvolutionWorker {
 
   async run(queueJob: QueueJob, signal: AbortSignal): Promise<JobOutcome> {
     const { settings, logger, repository } = this.options;
-    const jobId = jobIdOf(queueJob.data);
+    const { jobId } = parseEvolutionJobMessage(queueJob.data);
     const job = await this.claim(jobId, queueJob);
     const log = logger.child({ jobId });
     const started = performance.now();
@@ -122,13 +106,13 @@ export class EvolutionWorker {
         Object.assign(artifacts, mutation.artifacts);
         throwIfAborted(signal);
         message = mutation.commitMessage?.trim() || `Evolution job ${jobId}`;
-        const author = { name: settings.worker.repo.authorName, email: settings.worker.repo.authorEmail };
+        const author = { name: settings.worker.git.authorName, email: settings.worker.git.authorEmail };
         const created = await commitAll(worktree.directory, message, author);
         if (!created) throw new EvolutionWorkerError(`the ${this.options.agent.name} agent made no change to the code`, { artifacts });
         commit = created.hash;
         files = [...created.files];
         log.info({ commit, files: files.length }, 'candidate committed');
-        if (settings.worker.repo.push) await pushBranch(worktree.directory, branch, commit);
+        if (settings.repository.push) await pushBranch(worktree.directory, branch, commit);
       }
 
       throwIfAborted(signal);
@@ -143,7 +127,7 @@ export class EvolutionWorker {
           parentCommit: job.kind === 'baseline' ? null : job.baseCommit,
           jobId,
           branch: job.kind === 'baseline' ? null : branch,
-          author: settings.worker.repo.authorName,
+          author: settings.worker.git.authorName,
           message,
           summary: evaluation.summary,
           changedFiles: files,
@@ -156,7 +140,7 @@ export class EvolutionWorker {
           throw new EvolutionWorkerError(`job ${jobId} is no longer held by this attempt (failed or taken over meanwhile): result ${commit} discarded`);
         }
         // Completing the queue job in the same transaction: either both record success or neither.
-        await this.options.boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { commit }, { db: transactionDb(client) });
+        await completeQueueJob(this.options.boss, settings.queue.name, queueJob, { commit }, client);
       });
       log.info({ commit, metrics: Object.fromEntries(evaluation.metrics.map((m) => [m.name, m.value])), ms: Math.round(performance.now() - started) }, 'job complete');
       return { jobId, commit };
@@ -192,12 +176,11 @@ export class EvolutionWorker {
    */
   async handBack(queueJob: QueueJob, options: { claimed: boolean } = { claimed: true }): Promise<void> {
     const { settings, pool, boss } = this.options;
-    const jobId = jobIdOf(queueJob.data);
+    const { jobId } = parseEvolutionJobMessage(queueJob.data);
     await withTransaction(pool, async (client) => {
-      const db = transactionDb(client);
-      await boss.complete(settings.queue.name, { id: queueJob.id, retryCount: queueJob.retryCount }, { handedBack: true }, { db });
-      const fresh = await boss.send(settings.queue.name, { jobId }, { db });
-      if (!fresh) throw new Error(`the queue refused the handed-back job ${jobId}`);
+      await completeQueueJob(boss, settings.queue.name, queueJob, { handedBack: true }, client);
+      // The queue job carries the row's priority: a handed-back baseline keeps its place.
+      const fresh = await sendEvolutionJob(boss, settings.queue.name, { id: jobId, priority: queueJob.priority }, client);
       if (options.claimed) await handBack(client, jobId, queueJob.id, fresh);
       else await requeueUnstarted(client, jobId, queueJob.id, fresh);
     });

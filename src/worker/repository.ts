@@ -13,7 +13,6 @@ import {
   removeWorktree,
 } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { RepositorySettings } from '../shared/settings/index.ts';
 import { processAlive } from '../shared/process-alive.ts';
 
 /**
@@ -41,18 +40,24 @@ interface Marker {
 }
 
 
+/** Where a worker host's copy comes from (`WORKER_REPO_REMOTE_URL`) and lives (`WORKER_REPO_WORKTREE`). */
+export interface CloneSettings {
+  readonly remoteUrl: string;
+  readonly baseClone: string;
+}
+
 export class WorkerRepository {
-  readonly settings: RepositorySettings;
+  readonly settings: CloneSettings;
   readonly worktreesRoot: string;
   private readonly pool: Pool;
   private readonly logger: Logger;
   private readonly owner: Omit<Marker, 'jobId'>;
 
-  constructor(options: { settings: RepositorySettings; pool: Pool; logger: Logger; workerId: string; host: string }) {
+  constructor(options: { settings: CloneSettings; pool: Pool; logger: Logger; workerId: string; host: string }) {
     this.settings = options.settings;
     this.pool = options.pool;
     this.logger = options.logger;
-    this.worktreesRoot = `${options.settings.worktree}-worktrees`;
+    this.worktreesRoot = `${options.settings.baseClone}-worktrees`;
     this.owner = { workerId: options.workerId, host: options.host, pid: process.pid };
   }
 
@@ -62,12 +67,12 @@ export class WorkerRepository {
    * leaves a stale lock file behind.
    */
   private withCloneLock<T>(fn: () => Promise<T>): Promise<T> {
-    return withSessionLock(this.pool, `loreley.clone.${this.owner.host}.${this.settings.worktree}`, fn);
+    return withSessionLock(this.pool, `loreley.clone.${this.owner.host}.${this.settings.baseClone}`, fn);
   }
 
   /** Clones the remote on first use, then fetches when `commit` is not there yet. */
   async ensureCommit(commit: string): Promise<void> {
-    const base = this.settings.worktree;
+    const base = this.settings.baseClone;
     if (existsSync(base) && (await hasCommit(base, commit))) return;
     await this.withCloneLock(async () => {
       if (existsSync(base) && (await hasCommit(base, commit))) return;
@@ -84,7 +89,7 @@ export class WorkerRepository {
 
   async createWorktree(jobId: string, branch: string, baseCommit: string): Promise<JobWorktree> {
     // The clone usually has the parent already; looking first would cost a git process every job.
-    if (!existsSync(this.settings.worktree)) await this.ensureCommit(baseCommit);
+    if (!existsSync(this.settings.baseClone)) await this.ensureCommit(baseCommit);
     const directory = path.join(this.worktreesRoot, jobId);
     const metaDirectory = path.join(this.worktreesRoot, `${jobId}.meta`);
     // A retried job on this host may find its previous attempt's worktree.
@@ -93,12 +98,12 @@ export class WorkerRepository {
     // Worktree registration writes into the shared clone's .git, so it takes the clone's lock.
     await this.withCloneLock(async () => {
       try {
-        await addWorktree(this.settings.worktree, directory, branch, baseCommit);
+        await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
       } catch (error) {
-        if (await hasCommit(this.settings.worktree, baseCommit)) throw error;
-        await fetchAll(this.settings.worktree);
-        if (!(await hasCommit(this.settings.worktree, baseCommit))) throw new Error(`commit ${baseCommit} is not in ${this.settings.remoteUrl}`);
-        await addWorktree(this.settings.worktree, directory, branch, baseCommit);
+        if (await hasCommit(this.settings.baseClone, baseCommit)) throw error;
+        await fetchAll(this.settings.baseClone);
+        if (!(await hasCommit(this.settings.baseClone, baseCommit))) throw new Error(`commit ${baseCommit} is not in ${this.settings.remoteUrl}`);
+        await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
       }
     });
     const marker: Marker = { jobId, ...this.owner };
@@ -109,7 +114,7 @@ export class WorkerRepository {
   }
 
   async removeWorktree(worktree: JobWorktree): Promise<void> {
-    await this.withCloneLock(() => removeWorktree(this.settings.worktree, worktree.directory));
+    await this.withCloneLock(() => removeWorktree(this.settings.baseClone, worktree.directory));
     await rm(worktree.directory, { recursive: true, force: true });
     await rm(worktree.metaDirectory, { recursive: true, force: true });
   }
@@ -135,14 +140,14 @@ export class WorkerRepository {
       if (marker.host !== this.owner.host) continue;
       // A live owner may be mid-job, even one with our id (two foreground `loreley worker`s).
       if (marker.pid !== process.pid && processAlive(marker.pid)) continue;
-      if (existsSync(path.join(this.settings.worktree, '.git'))) {
-        await this.withCloneLock(() => removeWorktree(this.settings.worktree, directory));
+      if (existsSync(path.join(this.settings.baseClone, '.git'))) {
+        await this.withCloneLock(() => removeWorktree(this.settings.baseClone, directory));
       }
       await rm(directory, { recursive: true, force: true });
       swept.push(directory);
     }
-    if (swept.length > 0 && existsSync(path.join(this.settings.worktree, '.git'))) {
-      await this.withCloneLock(() => pruneWorktrees(this.settings.worktree));
+    if (swept.length > 0 && existsSync(path.join(this.settings.baseClone, '.git'))) {
+      await this.withCloneLock(() => pruneWorktrees(this.settings.baseClone));
     }
     return swept;
   }

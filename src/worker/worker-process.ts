@@ -4,7 +4,8 @@ import { EvolutionWorkerError, JobHandedBack, JobLockConflict, JobPreconditionEr
 import type { ChildRuntime } from '../shared/runtime.ts';
 import type { MutationAgent } from './agent.ts';
 import { createAgent } from './agents/index.ts';
-import { EvolutionWorker, type QueueJob } from './evolution-worker.ts';
+import { EvolutionWorker } from './evolution-worker.ts';
+import type { QueueJob } from '../shared/queue.ts';
 import { WorkerRepository } from './repository.ts';
 
 interface InFlight {
@@ -30,7 +31,7 @@ export interface WorkerProcessOptions {
  */
 export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOptions = {}): Promise<void> {
   const { settings, logger, pool, boss } = runtime;
-  const repository = new WorkerRepository({ settings: settings.worker.repo, pool, logger, workerId: runtime.workerId, host: runtime.host });
+  const repository = new WorkerRepository({ settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone }, pool, logger, workerId: runtime.workerId, host: runtime.host });
   const swept = await repository.sweepAbandoned();
   if (swept.length > 0) logger.info({ swept }, 'removed worktrees left by a stopped worker');
   const agent = options.agent ?? (await createAgent({ settings, pool, logger }));

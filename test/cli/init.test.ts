@@ -74,7 +74,7 @@ describe('loreley init --example circle-packing', () => {
   test('the .env is valid settings, read from the experiment directory', () => {
     const settings = loadSettings({ env: baseEnv(), cwd: directory });
     assert.equal(settings.experiment.namespace, 'circle-packing-a7780c9d');
-    assert.equal(settings.worker.repo.remoteUrl, path.join(directory, 'remote.git'));
+    assert.equal(settings.repository.remoteUrl, path.join(directory, 'remote.git'));
     assert.equal(settings.archive.fitnessMetric, 'combined_score');
     assert.equal(settings.database.url, undefined, 'the embedded database by default');
   });

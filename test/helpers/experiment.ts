@@ -4,7 +4,7 @@ import { ensureExperiment } from '../../src/shared/db/experiments.ts';
 import { getJob, insertJob, markQueued, type EvolutionJob } from '../../src/shared/db/jobs.ts';
 import { migrate } from '../../src/shared/db/migrations/index.ts';
 import { createPool, withTransaction, type Pool } from '../../src/shared/db/pool.ts';
-import { createBoss, ensureQueues, transactionDb, type PgBoss } from '../../src/shared/queue.ts';
+import { createBoss, ensureQueues, sendEvolutionJob, type PgBoss } from '../../src/shared/queue.ts';
 import { loadSettings, type Settings } from '../../src/shared/settings/index.ts';
 import { createTestDatabase } from './database.ts';
 import { createRemote, tempDir } from './git.ts';
@@ -167,8 +167,7 @@ export async function openQueue(fixture: Fixture, url = fixture.databaseUrl): Pr
       // (that is a lock conflict, which skips the job for good).
       return withTransaction(pool, async (client) => {
         const job = await insertJob(client, { experimentId: settings.experiment.uuid, baseCommit: fixture.baseCommit, payload });
-        const queueJobId = await boss.send(settings.queue.name, { jobId: job.id }, { db: transactionDb(client) });
-        if (!queueJobId) throw new Error('pg-boss refused the job');
+        const queueJobId = await sendEvolutionJob(boss, settings.queue.name, job, client);
         await markQueued(client, job.id, queueJobId);
         return job.id;
       });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { EvolutionScheduler, runSchedulerLoop } from '../../src/scheduler/scheduler.ts';
+import { runSchedulerLoop } from '../../src/scheduler/loop.ts';
+import { EvolutionScheduler } from '../../src/scheduler/scheduler.ts';
 import { listByStatus } from '../../src/shared/db/jobs.ts';
 import { recordModelCall } from '../../src/shared/db/usage.ts';
 import { collectStatus, formatStatus } from '../../src/cli/status.ts';

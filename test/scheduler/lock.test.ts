@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { acquireSchedulerLock } from '../../src/scheduler/scheduler.ts';
+import { acquireSchedulerLock } from '../../src/scheduler/lock.ts';
 import { stopTestServer } from '../helpers/database.ts';
 import { createFixture, type Fixture } from './fixture.ts';
 

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { EvolutionScheduler, runSchedulerLoop, type FinalSummary } from '../../src/scheduler/scheduler.ts';
+import type { FinalSummary } from '../../src/scheduler/finish.ts';
+import { runSchedulerLoop } from '../../src/scheduler/loop.ts';
+import { EvolutionScheduler } from '../../src/scheduler/scheduler.ts';
 import { getExperiment } from '../../src/shared/db/experiments.ts';
 import { getJob, insertJob, listByStatus, type EvolutionJob } from '../../src/shared/db/jobs.ts';
 import { bestBranchName } from '../../src/shared/experiment.ts';
@@ -68,7 +70,7 @@ describe('experiment start', () => {
 });
 
 describe('tick', () => {
-  test('runs ingest, dispatch, measure and schedule in order, and a failing stage does not stop the others', async () => {
+  test('runs ingest, dispatch, reconcile and schedule in order, and a failing stage does not stop the others', async () => {
     // No queue exists yet: dispatching fails for real.
     const fixture = await createFixture({ queues: false });
     try {
@@ -79,7 +81,7 @@ describe('tick', () => {
       await insertJob(fixture.pool, { experimentId: fixture.settings.experiment.uuid, baseCommit: fixture.rootCommit });
 
       const summary = await scheduler.tick();
-      assert.deepEqual(summary.stages.map((s) => s.stage), ['ingest', 'dispatch', 'measure', 'schedule']);
+      assert.deepEqual(summary.stages.map((s) => s.stage), ['ingest', 'dispatch', 'reconcile', 'schedule']);
       assert.deepEqual(summary.stages.map((s) => s.ok), [true, false, true, true]);
       assert.match(summary.stages[1].error!, /does not exist/);
       assert.equal(summary.ingested, 1, 'ingest ran before the failing stage');
@@ -201,7 +203,7 @@ describe('tick', () => {
   });
 });
 
-describe('measure', () => {
+describe('reconcile', () => {
   test('reconciles queued and running jobs whose queue job vanished, failed, was cancelled or completed', async () => {
     const fixture = await createFixture({ env: { SCHEDULER_MAX_RESENDS: '1', MAPELITES_SEED_POPULATION_SIZE: '0' } });
     try {
@@ -311,10 +313,10 @@ describe('embedding descriptor through the scheduler', () => {
       await completeJob(pool, experimentId, pushed.id, pushedCommit, { combined_score: 0.5 });
       // A worker that does not push leaves its branch in its own clone (WORKER_REPO_WORKTREE).
       const local = await insertJob(pool, { experimentId, baseCommit: fixture.rootCommit });
-      git(fixture.root, 'clone', '--quiet', fixture.remote, settings.worker.repo.worktree);
-      git(settings.worker.repo.worktree, 'checkout', '--quiet', '-b', `evolution/job/x/${local.id}`, fixture.rootCommit);
-      git(settings.worker.repo.worktree, 'commit', '--quiet', '--allow-empty', '-m', 'local only');
-      const localCommit = git(settings.worker.repo.worktree, 'rev-parse', 'HEAD');
+      git(fixture.root, 'clone', '--quiet', fixture.remote, settings.worker.git.baseClone);
+      git(settings.worker.git.baseClone, 'checkout', '--quiet', '-b', `evolution/job/x/${local.id}`, fixture.rootCommit);
+      git(settings.worker.git.baseClone, 'commit', '--quiet', '--allow-empty', '-m', 'local only');
+      const localCommit = git(settings.worker.git.baseClone, 'rev-parse', 'HEAD');
       await completeJob(pool, experimentId, local.id, localCommit, { combined_score: 0.6 });
 
       const tick = await scheduler.tick();

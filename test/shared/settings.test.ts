@@ -105,7 +105,7 @@ describe('experiment identity', () => {
 describe('loading settings', () => {
   test('defaults', () => {
     const settings = load(VALID);
-    assert.ok(Object.isFrozen(settings) && Object.isFrozen(settings.worker.repo), 'frozen deeply');
+    assert.ok(Object.isFrozen(settings) && Object.isFrozen(settings.repository), 'frozen deeply');
     assert.equal(settings.experiment.namespace, 'circle-packing-a7780c9d');
     assert.equal(settings.database.url, undefined, 'no DATABASE_URL means the embedded database');
     assert.equal(settings.database.schema, 'loreley');
@@ -117,8 +117,8 @@ describe('loading settings', () => {
     assert.equal(settings.logs.retentionDays, 14);
     assert.equal(settings.queue.maxRetries, 0);
     assert.equal(settings.queue.timeLimitSeconds, 3600);
-    assert.equal(settings.worker.repo.branch, 'main');
-    assert.equal(settings.worker.repo.worktree, path.join(cwd, '.loreley', 'repos', 'circle-packing-a7780c9d'));
+    assert.equal(settings.repository.branch, 'main');
+    assert.equal(settings.worker.git.baseClone, path.join(cwd, '.loreley', 'repos', 'circle-packing-a7780c9d'));
     assert.deepEqual(settings.agent.command, ['my-agent', '--fast']);
     assert.deepEqual(settings.worker.evaluator.command, ['python3', 'evaluate.py']);
     assert.equal(settings.supervisor.workers, 2);
@@ -129,11 +129,11 @@ describe('loading settings', () => {
 
   test('relative paths resolve against the working directory; URLs are kept', () => {
     const settings = load({ ...VALID, WORKER_REPO_REMOTE_URL: '../remote.git', LOGS_BASE_DIR: 'out', LORELEY_DATA_DIR: 'state' });
-    assert.equal(settings.worker.repo.remoteUrl, path.resolve(cwd, '../remote.git'));
+    assert.equal(settings.repository.remoteUrl, path.resolve(cwd, '../remote.git'));
     assert.equal(settings.logs.baseDir, path.join(cwd, 'out'));
     assert.equal(settings.dataDir, path.join(cwd, 'state'));
-    assert.equal(load({ ...VALID, WORKER_REPO_REMOTE_URL: 'git@github.com:o/r.git' }).worker.repo.remoteUrl, 'git@github.com:o/r.git');
-    assert.equal(load({ ...VALID, WORKER_REPO_REMOTE_URL: 'ssh://h/r.git' }).worker.repo.remoteUrl, 'ssh://h/r.git');
+    assert.equal(load({ ...VALID, WORKER_REPO_REMOTE_URL: 'git@github.com:o/r.git' }).repository.remoteUrl, 'git@github.com:o/r.git');
+    assert.equal(load({ ...VALID, WORKER_REPO_REMOTE_URL: 'ssh://h/r.git' }).repository.remoteUrl, 'ssh://h/r.git');
   });
 
   const INVALID: Array<[string, string, RegExp]> = [

@@ -25,7 +25,7 @@ after(async () => {
 test('with WORKER_REPO_PUSH=false a job succeeds, nothing reaches the remote, the commit is in the base clone', async () => {
   const fixture = await createFixture({ experimentId: 'no-push', env: { WORKER_REPO_PUSH: 'false' } });
   const q = (queue = await openQueue(fixture));
-  assert.equal(q.settings.worker.repo.push, false);
+  assert.equal(q.settings.repository.push, false);
   const remoteRefsBefore = git(fixture.remote, 'for-each-ref', '--format=%(refname) %(objectname)');
 
   worker = spawnLoreley(['worker'], { env: fixture.env, cwd: fixture.root });

@@ -28,7 +28,6 @@ export interface EmbeddingSettings {
 }
 
 export interface ArchiveSettings {
-  readonly rootCommit: string | undefined;
   readonly seedPopulationSize: number;
   readonly cellsPerDim: number;
   readonly behaviorDescriptor: BehaviorDescriptorKind;
@@ -106,7 +105,6 @@ export function readArchiveSettings(reader: EnvReader): ArchiveSettings {
   const higherIsBetter = reader.bool('MAPELITES_FITNESS_HIGHER_IS_BETTER', true);
   const islands = reader.int('MAPELITES_ISLANDS', 1, { min: 1, max: 64 });
   return {
-    rootCommit: reader.optionalString('MAPELITES_EXPERIMENT_ROOT_COMMIT'),
     seedPopulationSize: reader.int('MAPELITES_SEED_POPULATION_SIZE', 4, { min: 0 }),
     cellsPerDim,
     behaviorDescriptor,

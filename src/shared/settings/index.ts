@@ -6,6 +6,7 @@ import { DEFAULT_PRICES_FILE, readAgentSettings, type AgentSettings } from './ag
 import { readArchiveSettings, type ArchiveSettings } from './archive.ts';
 import { readCoreSettings, type CoreSettings } from './core.ts';
 import { EnvReader, SettingsError, type Env } from './reader.ts';
+import { readRepositorySettings, type RepositorySettings } from './repository.ts';
 import { readSchedulerSettings, type SchedulerSettings } from './scheduler.ts';
 import { readSupervisorSettings, type SupervisorSettings } from './supervisor.ts';
 import { readWorkerSettings, type WorkerSettings } from './worker.ts';
@@ -16,11 +17,14 @@ export type { ArchiveSettings } from './archive.ts';
 export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings, QueueSettings } from './core.ts';
 export type { SchedulerSettings } from './scheduler.ts';
 export type { SupervisorSettings } from './supervisor.ts';
-export type { CommandSettings, RepositorySettings, WorkerSettings } from './worker.ts';
+export type { RepositorySettings } from './repository.ts';
+export type { CommandSettings, WorkerGitSettings, WorkerSettings } from './worker.ts';
 
 /** Everything Loreley reads from its environment, validated once at start-up and frozen. */
 export interface Settings extends CoreSettings {
   readonly cwd: string;
+  /** The experiment's repository: what both the scheduler and the workers clone, and its root. */
+  readonly repository: RepositorySettings;
   readonly worker: WorkerSettings;
   readonly agent: AgentSettings;
   readonly supervisor: SupervisorSettings;
@@ -78,6 +82,7 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings {
   const settings: Settings = {
     ...core,
     cwd,
+    repository: readRepositorySettings(reader, cwd),
     worker: readWorkerSettings(reader, cwd, core.dataDir, core.experiment),
     agent: readAgentSettings(reader, cwd),
     supervisor: readSupervisorSettings(reader),

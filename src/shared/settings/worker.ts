@@ -2,12 +2,13 @@ import path from 'node:path';
 import type { ExperimentIdentity } from '../experiment.ts';
 import type { EnvReader } from './reader.ts';
 
-export interface RepositorySettings {
-  readonly remoteUrl: string;
-  readonly branch: string;
-  /** The base clone; per-job worktrees live beside it in `<worktree>-worktrees/`. */
-  readonly worktree: string;
-  readonly push: boolean;
+/** How a worker host keeps its copy of the experiment's repository and signs its commits. */
+export interface WorkerGitSettings {
+  /**
+   * `WORKER_REPO_WORKTREE` (the original's name): the host's base clone, not a worktree. Per-job
+   * worktrees live beside it in `<baseClone>-worktrees/`.
+   */
+  readonly baseClone: string;
   readonly authorName: string;
   readonly authorEmail: string;
 }
@@ -18,22 +19,15 @@ export interface CommandSettings {
 }
 
 export interface WorkerSettings {
-  readonly repo: RepositorySettings;
+  readonly git: WorkerGitSettings;
   readonly evaluator: CommandSettings;
   /** Jobs one worker process runs at once. */
   readonly concurrency: number;
 }
 
 export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: string, experiment: ExperimentIdentity): WorkerSettings {
-  const remote = reader.requiredString('WORKER_REPO_REMOTE_URL', 'the git repository to evolve: a path or URL');
-  const remoteUrl = remote !== '' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(remote) && !/^[^/]+@[^/]+:/.test(remote)
-    ? path.resolve(cwd, remote)
-    : remote;
-  const repo: RepositorySettings = {
-    remoteUrl,
-    branch: reader.string('WORKER_REPO_BRANCH', 'main'),
-    worktree: path.resolve(cwd, reader.string('WORKER_REPO_WORKTREE', path.join(dataDir, 'repos', experiment.namespace))),
-    push: reader.bool('WORKER_REPO_PUSH', true),
+  const git: WorkerGitSettings = {
+    baseClone: path.resolve(cwd, reader.string('WORKER_REPO_WORKTREE', path.join(dataDir, 'repos', experiment.namespace))),
     authorName: reader.string('WORKER_GIT_AUTHOR_NAME', 'Loreley'),
     authorEmail: reader.string('WORKER_GIT_AUTHOR_EMAIL', 'loreley@localhost'),
   };
@@ -42,7 +36,7 @@ export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: stri
     reader.problem('WORKER_EVALUATOR_COMMAND', 'is required (the command that prints a JSON object of metrics)');
   }
   return {
-    repo,
+    git,
     evaluator: {
       command: evaluatorCommand ?? [],
       timeoutSeconds: reader.int('WORKER_EVALUATOR_TIMEOUT_SECONDS', 600, { min: 1 }),

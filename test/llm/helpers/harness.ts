@@ -63,7 +63,7 @@ export async function createHarness(options: { files: Record<string, string>; en
   await boss.start();
   await ensureQueues(boss, settings);
   const logger = createConsoleLogger(process.env.LORELEY_TEST_LOG ?? 'silent');
-  const repository = new WorkerRepository({ settings: settings.worker.repo, pool, logger, workerId: 'worker-test', host: os.hostname() });
+  const repository = new WorkerRepository({ settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone }, pool, logger, workerId: 'worker-test', host: os.hostname() });
 
   return {
     settings, pool, boss, logger, remote, root, baseCommit: commit,

@@ -1,4 +1,4 @@
-import type { Migration } from './index.ts';
+import type { Migration } from './migration.ts';
 
 /**
  * The MAP-Elites archive: one elite per (island, cell), the scheduler's persistent state (sampler

@@ -1,4 +1,4 @@
-import type { Migration } from './index.ts';
+import type { Migration } from './migration.ts';
 
 /** One row per model call (chat or embeddings), for token and cost accounting and the cost budget. */
 export const llmMigration: Migration = {

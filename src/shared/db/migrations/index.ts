@@ -2,12 +2,7 @@ import { withTransaction, type Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
 import { llmMigration } from './003_llm.ts';
-
-export interface Migration {
-  readonly version: number;
-  readonly name: string;
-  readonly sql: string;
-}
+import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
 export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration];

@@ -1,0 +1,36 @@
+import { listAwaitingIngestion, recordIngestion, recordIngestionAttempt } from '../shared/db/jobs.ts';
+import { errorMessage } from '../shared/errors.ts';
+import type { IngestionOutcome } from './archive/archive.ts';
+import type { SchedulerContext } from './context.ts';
+
+/** Ingestion of one job is tried this many times before its failure is final. */
+const MAX_INGESTION_ATTEMPTS = 3;
+
+/**
+ * Stage 1, ingest: succeeded jobs into the MAP-Elites archive, oldest first. A failure is counted
+ * on its job, which stays awaiting ingestion for the next ticks (a transient git or network error
+ * should not lose a result) and is marked failed after MAX_INGESTION_ATTEMPTS.
+ */
+export async function ingestStage(context: SchedulerContext): Promise<Array<IngestionOutcome | Error>> {
+  const { pool, logger, archive } = context;
+  const jobs = await listAwaitingIngestion(pool, context.experimentId, context.settings.scheduler.ingestBatchSize);
+  const outcomes: Array<IngestionOutcome | Error> = [];
+  for (const job of jobs) {
+    try {
+      const outcome = await archive.ingest(job);
+      logger.info({ jobId: job.id, commit: outcome.commit, fitness: outcome.fitness, status: outcome.status, reason: outcome.reason }, 'job ingested');
+      outcomes.push(outcome);
+    } catch (error) {
+      const reason = `ingestion failed: ${errorMessage(error)}`;
+      const attempts = await recordIngestionAttempt(pool, job.id, reason);
+      if (attempts >= MAX_INGESTION_ATTEMPTS) {
+        logger.warn({ jobId: job.id, err: error, attempts }, `${reason} (giving up)`);
+        await recordIngestion(pool, job.id, { status: 'failed', delta: null, cell: null, reason });
+      } else {
+        logger.warn({ jobId: job.id, err: error, attempts }, `${reason} (will try again next tick)`);
+      }
+      outcomes.push(error instanceof Error ? error : new Error(reason));
+    }
+  }
+  return outcomes;
+}

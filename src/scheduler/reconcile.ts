@@ -1,0 +1,71 @@
+import { listByStatus, lockForReconcile, markFinished, markResent, type EvolutionJob } from '../shared/db/jobs.ts';
+import { withTransaction } from '../shared/db/pool.ts';
+import { queueJobFate, sendEvolutionJob, type QueueJobFate } from '../shared/queue.ts';
+import type { SchedulerContext } from './context.ts';
+
+export interface ReconcileResult {
+  checked: number;
+  failed: number;
+  resent: number;
+}
+
+type Action = { readonly kind: 'fail' | 'resend'; readonly reason: string };
+
+/**
+ * Stage 3, reconcile: compares queued and running jobs with what became of their queue jobs. A
+ * queue job that failed (retries spent, or expired), was cancelled, or completed while the row
+ * never finished marks the job failed; a queue job that is missing is sent again while the job
+ * was only queued (up to SCHEDULER_MAX_RESENDS times) and marks it failed when it was running.
+ */
+export async function reconcileStage(context: SchedulerContext): Promise<ReconcileResult> {
+  const { settings, pool, boss, logger } = context;
+  const result: ReconcileResult = { checked: 0, failed: 0, resent: 0 };
+  const queue = settings.queue.name;
+  const jobs = await listByStatus(pool, context.experimentId, ['queued', 'running'], 10_000);
+  for (const job of jobs) {
+    result.checked += 1;
+    const action = decide(job, await queueJobFate(boss, queue, job.queueJobId), settings.scheduler.maxResends);
+    if (!action) continue;
+    const applied = await withTransaction(pool, async (client) => {
+      const current = await lockForReconcile(client, job.id);
+      // Changed since we looked (the worker finished it, or is holding it now): not stuck.
+      if (!current || current.status !== job.status || current.queueJobId !== job.queueJobId) return false;
+      if (action.kind === 'fail') {
+        await markFinished(client, job.id, 'failed', action.reason);
+      } else {
+        await markResent(client, job.id, await sendEvolutionJob(boss, queue, job, client), action.reason);
+      }
+      return true;
+    });
+    if (!applied) continue;
+    if (action.kind === 'fail') result.failed += 1;
+    else result.resent += 1;
+    logger.warn({ jobId: job.id, status: job.status, queueJobId: job.queueJobId, action: action.kind, reason: action.reason }, 'stuck job reconciled');
+  }
+  return result;
+}
+
+function decide(job: EvolutionJob, fate: QueueJobFate, maxResends: number): Action | undefined {
+  const lastError = job.lastError ? ` (last error: ${job.lastError})` : '';
+  switch (fate.state) {
+    case 'active':
+      return undefined;
+    case 'missing': {
+      if (job.status === 'running') return { kind: 'fail', reason: `${fate.reason} while the job was running` };
+      const resends = resendsOf(job);
+      if (resends >= maxResends) return { kind: 'fail', reason: `${fate.reason}, and it was already sent again ${resends} times` };
+      return { kind: 'resend', reason: `${fate.reason}; sent again` };
+    }
+    case 'failed':
+      return { kind: 'fail', reason: `${fate.reason}${lastError}` };
+    case 'cancelled':
+      return { kind: 'fail', reason: fate.reason };
+    case 'completed':
+      return { kind: 'fail', reason: `${fate.reason} but the job was left ${job.status}${lastError}` };
+  }
+}
+
+function resendsOf(job: EvolutionJob): number {
+  const value = (job.payload as { resends?: unknown }).resends;
+  return typeof value === 'number' ? value : 0;
+}
