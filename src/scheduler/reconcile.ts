@@ -52,8 +52,7 @@ function decide(job: EvolutionJob, fate: QueueJobFate, maxResends: number): Acti
       return undefined;
     case 'missing': {
       if (job.status === 'running') return { kind: 'fail', reason: `${fate.reason} while the job was running` };
-      const resends = resendsOf(job);
-      if (resends >= maxResends) return { kind: 'fail', reason: `${fate.reason}, and it was already sent again ${resends} times` };
+      if (job.resends >= maxResends) return { kind: 'fail', reason: `${fate.reason}, and it was already sent again ${job.resends} times` };
       return { kind: 'resend', reason: `${fate.reason}; sent again` };
     }
     case 'failed':
@@ -63,9 +62,4 @@ function decide(job: EvolutionJob, fate: QueueJobFate, maxResends: number): Acti
     case 'completed':
       return { kind: 'fail', reason: `${fate.reason} but the job was left ${job.status}${lastError}` };
   }
-}
-
-function resendsOf(job: EvolutionJob): number {
-  const value = (job.payload as { resends?: unknown }).resends;
-  return typeof value === 'number' ? value : 0;
 }

@@ -23,13 +23,14 @@ test('a failed ingestion is tried again on the next ticks before it is final', {
     let row = await getJob(fixture.pool, job.id);
     assert.equal(row?.ingestionStatus, 'pending', 'the first failure leaves it awaiting ingestion');
     assert.match(row?.ingestionReason ?? '', /ingestion failed/);
-    assert.equal(row?.payload.ingestion_attempts, 1);
+    assert.equal(row?.ingestionAttempts, 1);
+    assert.equal(row?.payload.ingestion_attempts, undefined, 'counted in its column, not the payload');
 
     await scheduler.tick();
     await scheduler.tick();
     row = await getJob(fixture.pool, job.id);
     assert.equal(row?.ingestionStatus, 'failed', 'the third failure is final');
-    assert.equal(row?.payload.ingestion_attempts, 3);
+    assert.equal(row?.ingestionAttempts, 3);
     assert.equal((await getJob(fixture.pool, baseline.id))?.ingestionStatus, 'ingested');
   } finally {
     await fixture.close();

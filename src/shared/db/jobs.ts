@@ -23,6 +23,8 @@ export interface EvolutionJob {
   readonly finishedAt: Date | null;
   readonly workerId: string | null;
   readonly attempts: number;
+  /** Times reconcile sent the job again after its queue job vanished. */
+  readonly resends: number;
   readonly queueJobId: string | null;
   readonly resultCommit: string | null;
   readonly lastError: string | null;
@@ -30,14 +32,17 @@ export interface EvolutionJob {
   readonly ingestionDelta: number | null;
   readonly ingestionCell: unknown;
   readonly ingestionReason: string | null;
+  /** Failed ingestions so far; the scheduler gives up after a few. */
+  readonly ingestionAttempts: number;
 }
 
 const COLUMNS = `
   id, experiment_id AS "experimentId", kind, status, base_commit AS "baseCommit", inspirations, goal, payload,
   island, priority, created_at AS "createdAt", queued_at AS "queuedAt", started_at AS "startedAt",
-  finished_at AS "finishedAt", worker_id AS "workerId", attempts, queue_job_id AS "queueJobId",
+  finished_at AS "finishedAt", worker_id AS "workerId", attempts, resends, queue_job_id AS "queueJobId",
   result_commit AS "resultCommit", last_error AS "lastError", ingestion_status AS "ingestionStatus",
-  ingestion_delta AS "ingestionDelta", ingestion_cell AS "ingestionCell", ingestion_reason AS "ingestionReason"`;
+  ingestion_delta AS "ingestionDelta", ingestion_cell AS "ingestionCell", ingestion_reason AS "ingestionReason",
+  ingestion_attempts AS "ingestionAttempts"`;
 
 export interface NewJob {
   readonly experimentId: string;
@@ -276,13 +281,12 @@ export async function lockForReconcile(db: Queryable, id: string): Promise<Evolu
   return rows[0];
 }
 
-/** Queues a job again on a fresh queue job after its old one vanished; counts the resend in the payload. */
+/** Queues a job again on a fresh queue job after its old one vanished, and counts the resend. */
 export async function markResent(db: Queryable, id: string, queueJobId: string, reason: string): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs
         SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now(), started_at = NULL,
-            worker_id = NULL, worker_host = NULL, last_error = $3,
-            payload = jsonb_set(payload, '{resends}', to_jsonb(COALESCE((payload->>'resends')::int, 0) + 1), true)
+            worker_id = NULL, worker_host = NULL, last_error = $3, resends = resends + 1
       WHERE id = $1`,
     [id, queueJobId, reason],
   );
@@ -296,10 +300,9 @@ export async function markResent(db: Queryable, id: string, queueJobId: string, 
 export async function recordIngestionAttempt(db: Queryable, id: string, reason: string): Promise<number> {
   const { rows } = await db.query<{ attempts: number }>(
     `UPDATE evolution_jobs
-        SET ingestion_reason = $2, updated_at = now(),
-            payload = jsonb_set(payload, '{ingestion_attempts}', to_jsonb(COALESCE((payload->>'ingestion_attempts')::int, 0) + 1), true)
+        SET ingestion_reason = $2, updated_at = now(), ingestion_attempts = ingestion_attempts + 1
       WHERE id = $1
-      RETURNING (payload->>'ingestion_attempts')::int AS attempts`,
+      RETURNING ingestion_attempts AS attempts`,
     [id, reason],
   );
   return rows[0]?.attempts ?? 0;

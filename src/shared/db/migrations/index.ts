@@ -2,10 +2,11 @@ import { withTransaction, type Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
 import { llmMigration } from './003_llm.ts';
+import { jobCountersMigration } from './004_job_counters.ts';
 import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;
