@@ -6,6 +6,12 @@
 
 export type ChildState = 'starting' | 'idle' | 'busy' | 'draining' | 'standby' | 'stopped';
 
+/** A job a worker holds: the evolution job and the queue job it came on. */
+export interface HeldJob {
+  readonly jobId: string;
+  readonly queueJobId: string;
+}
+
 export type ChildMessage =
   | { readonly loreley: 'ready'; readonly workerId: string; readonly role: string; readonly pid: number }
   | {
@@ -15,6 +21,8 @@ export type ChildMessage =
       readonly rssBytes?: number;
       /** Process groups of the agent/evaluator commands running now: killed by the supervisor if the child dies. */
       readonly commandGroups?: readonly number[];
+      /** The jobs in hand: handed back to the queue by the supervisor if the child dies with them. */
+      readonly heldJobs?: readonly HeldJob[];
     }
   | { readonly loreley: 'done'; readonly summary: Record<string, unknown> };
 

@@ -52,6 +52,20 @@ export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: Qu
 }
 
 /**
+ * Stops the queue from running `queueJobId` (again): waiting, retrying or active, inside the
+ * caller's transaction. A no-op on a settled queue job. Used when a job is handed back for a lost
+ * worker (a cancel, unlike a failure, uses up no retry) and after a result is recorded.
+ */
+export async function cancelQueueJob(boss: PgBoss, queue: string, queueJobId: string, client: PoolClient): Promise<void> {
+  await boss.cancel(queue, queueJobId, { db: transactionDb(client) });
+}
+
+/** Completes a queue job whatever attempt holds it: a result kept through an outage is recorded. */
+export async function completeAnyAttempt(boss: PgBoss, queue: string, queueJobId: string, output: object, client: PoolClient): Promise<void> {
+  await boss.complete(queue, queueJobId, output, { db: transactionDb(client) });
+}
+
+/**
  * What became of a queue job: still `active` (waiting, retrying or running), `completed`,
  * `failed` (retries spent or expired), `cancelled`, or `missing` (never sent, or deleted).
  * `reason` says it in words, for the job's `last_error`.

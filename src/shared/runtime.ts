@@ -5,7 +5,7 @@ import { createPool, type Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
 import { errorMessage } from './errors.ts';
-import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState } from './ipc.ts';
+import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState, type HeldJob } from './ipc.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
 import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
 import { apiKeys } from './secrets.ts';
@@ -35,6 +35,8 @@ export interface ChildRuntime {
   readonly stopSignal: AbortSignal;
   /** Tells the supervisor (when there is one) and the `workers` table what this process is doing. */
   setState(state: ChildState, jobId?: string | null): void;
+  /** Tells the supervisor which queue jobs this process holds, so it can hand them back if we die. */
+  setHeldJobs(jobs: readonly HeldJob[]): void;
   /** Sends a message to the supervisor; a no-op when unsupervised. */
   send(message: ChildMessage): void;
   /** Stops heartbeats, the queue and the pool; flushes the log. */
@@ -80,6 +82,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   let drainTimeoutSeconds = settings.supervisor.drainTimeoutSeconds;
   let state: ChildState = 'starting';
   let jobId: string | null = null;
+  let heldJobs: readonly HeldJob[] = [];
   const supervised = typeof process.send === 'function';
 
   const send = (message: ChildMessage) => {
@@ -164,7 +167,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     return presenceChain;
   };
 
-  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups() });
+  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups(), heldJobs });
   // The supervisor learns of a command as soon as it starts, so a SIGKILL of this process cannot orphan it.
   const stopWatchingCommands = onCommandGroupsChange(heartbeat);
   const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
@@ -191,6 +194,10 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       jobId = nextJobId;
       heartbeat();
       void writePresence();
+    },
+    setHeldJobs(jobs) {
+      heldJobs = [...jobs];
+      heartbeat();
     },
     send,
     async close() {

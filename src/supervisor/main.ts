@@ -8,6 +8,7 @@ import { createProcessLog, urlPasswords } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { statusLine } from './status.ts';
+import { LostJobs } from './lost-jobs.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface SupervisorRunOptions {
@@ -102,6 +103,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     return 0;
   }
 
+  const lostJobs = new LostJobs({ url, settings, logger });
   supervisor = new Supervisor({
     settings: settings.supervisor,
     logger,
@@ -109,6 +111,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     childEnv: { ...options.childOverrides, DATABASE_URL: url },
     workers: settings.supervisor.workers,
     scheduler: settings.supervisor.scheduler,
+    lostJobs,
   });
 
   supervisor.on('done', (summary) => {
@@ -124,6 +127,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   supervisor.start();
   const code = await supervisor.stopped;
   clearInterval(statusTimer);
+  await lostJobs.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   await stopDatabase();

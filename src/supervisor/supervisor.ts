@@ -1,6 +1,6 @@
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
-import { CHILD_ENV, EXIT_CONFIG, isChildMessage, type ChildState, type SupervisorMessage } from '../shared/ipc.ts';
+import { CHILD_ENV, EXIT_CONFIG, isChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from '../shared/ipc.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { SupervisorSettings } from '../shared/settings/index.ts';
 import { RestartPolicy } from './restart-policy.ts';
@@ -40,6 +40,13 @@ interface Slot {
   killedAsUnresponsive: boolean;
   /** The child's agent/evaluator process groups, as last reported. */
   commandGroups: readonly number[];
+  /** The queue jobs the child holds, as last reported: handed back at once if it dies. */
+  heldJobs: readonly HeldJob[];
+}
+
+/** What the supervisor does with the jobs of a child that died holding them. */
+export interface LostJobHandler {
+  handBack(slot: string, jobs: readonly HeldJob[], reason: string): void;
 }
 
 export interface SupervisorOptions {
@@ -51,6 +58,8 @@ export interface SupervisorOptions {
   readonly childEnv: Record<string, string>;
   readonly workers: number;
   readonly scheduler: boolean;
+  /** Hands a dead child's jobs back to the queue (absent: left to the scheduler's reconciliation). */
+  readonly lostJobs?: LostJobHandler;
 }
 
 export interface SupervisorEvents {
@@ -89,10 +98,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         resetAfterMs: s.restartResetAfterSeconds * 1000,
         maxCrashes: s.crashLoopMaxRestarts,
         windowMs: s.crashLoopWindowSeconds * 1000,
+        minUptimeMs: s.minUptimeSeconds * 1000,
       });
     const make = (id: string, role: SlotRole): Slot => ({
       id, role, policy: policy(), state: 'exited', child: undefined, startedAt: 0, lastHeartbeat: 0, restarts: 0,
-      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [],
+      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [], heldJobs: [],
     });
     for (let index = 1; index <= options.workers; index += 1) this.slots.push(make(slotId(s.workerIdPrefix, index), 'worker'));
     if (options.scheduler) this.slots.push(make(slotId(s.schedulerIdPrefix, 1), 'scheduler'));
@@ -152,6 +162,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'heartbeat':
         slot.rssBytes = message.rssBytes;
         slot.commandGroups = message.commandGroups ?? [];
+        slot.heldJobs = message.heldJobs ?? [];
         this.setState(slot, message.state, message.jobId ?? null);
         break;
       case 'done':
@@ -179,6 +190,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const uptimeMs = Date.now() - slot.startedAt;
     const how = signal ? `signal ${signal}` : `code ${code}`;
     this.killOrphanedCommands(slot);
+    this.handBackHeldJobs(slot, how);
 
     if (code === EXIT_CONFIG && !this.stopping) {
       this.logger.fatal({ slot: slot.id }, `child ${slot.id} cannot run with these settings (exit ${EXIT_CONFIG}, see its log): stopping everything`);
@@ -195,7 +207,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       return;
     }
 
-    const decision = slot.policy.onCrash(Date.now(), uptimeMs);
+    // A signal we did not send (SIGKILL by an operator or the OOM killer) is not the child's crash.
+    const external = signal !== null && !slot.killedAsUnresponsive;
+    const decision = slot.policy.onCrash(Date.now(), uptimeMs, { external });
     const why = slot.killedAsUnresponsive ? 'was unresponsive and was killed' : `exited unexpectedly (${how})`;
     if (decision.action === 'give-up') {
       this.logger.error(
@@ -239,6 +253,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     }
     slot.commandGroups = [];
+  }
+
+  /**
+   * A child that died with jobs in hand did not fail them: they go back to the queue now, with the
+   * attempt given back, instead of waiting for the queue heartbeat to lapse. A job the child
+   * finished in its last moments is left alone (the hand-back checks the row).
+   */
+  private handBackHeldJobs(slot: Slot, how: string): void {
+    const jobs = slot.heldJobs;
+    slot.heldJobs = [];
+    if (jobs.length === 0 || !this.options.lostJobs) return;
+    this.options.lostJobs.handBack(slot.id, jobs, `its worker ${slot.id} died (${how})`);
   }
 
   private checkHeartbeats(): void {

@@ -1,10 +1,10 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { withSessionLock } from '../shared/db/locks.ts';
 import type { Pool } from '../shared/db/pool.ts';
 import {
   addWorktree,
+  gitAt,
   cloneOrFetch,
   excludePath,
   fetchAll,
@@ -14,6 +14,7 @@ import {
 } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
 import { processAlive } from '../shared/process-alive.ts';
+import { withFileLock } from './clone-lock.ts';
 
 /**
  * The worker's view of the evolved repository: one base clone per host at `WORKER_REPO_WORKTREE`
@@ -44,30 +45,30 @@ interface Marker {
 export interface CloneSettings {
   readonly remoteUrl: string;
   readonly baseClone: string;
+  /** Job branches are pushed (`WORKER_REPO_PUSH`): the local copies can go. Absent: kept. */
+  readonly push?: boolean;
 }
 
 export class WorkerRepository {
   readonly settings: CloneSettings;
   readonly worktreesRoot: string;
-  private readonly pool: Pool;
   private readonly logger: Logger;
   private readonly owner: Omit<Marker, 'jobId'>;
 
-  constructor(options: { settings: CloneSettings; pool: Pool; logger: Logger; workerId: string; host: string }) {
+  /** `pool` is no longer used (the clone lock is a file); accepted so callers need not change. */
+  constructor(options: { settings: CloneSettings; pool?: Pool; logger: Logger; workerId: string; host: string }) {
     this.settings = options.settings;
-    this.pool = options.pool;
     this.logger = options.logger;
     this.worktreesRoot = `${options.settings.baseClone}-worktrees`;
     this.owner = { workerId: options.workerId, host: options.host, pid: process.pid };
   }
 
   /**
-   * Runs `fn` holding the clone's lock. A Postgres advisory lock keyed by host and path: it spans
-   * processes, and it is released by the server if the holder dies, so a killed worker never
-   * leaves a stale lock file behind.
+   * Runs `fn` holding the clone's lock: a lock file beside the clone that dies with its holder
+   * (see clone-lock.ts). No database: cleaning a worktree up works during an outage.
    */
   private withCloneLock<T>(fn: () => Promise<T>): Promise<T> {
-    return withSessionLock(this.pool, `loreley.clone.${this.owner.host}.${this.settings.baseClone}`, fn);
+    return withFileLock(`${this.settings.baseClone}.lock`, fn);
   }
 
   /** Clones the remote on first use, then fetches when `commit` is not there yet. */
@@ -114,9 +115,44 @@ export class WorkerRepository {
   }
 
   async removeWorktree(worktree: JobWorktree): Promise<void> {
-    await this.withCloneLock(() => removeWorktree(this.settings.baseClone, worktree.directory));
+    await this.withCloneLock(async () => {
+      await removeWorktree(this.settings.baseClone, worktree.directory);
+      // The branch is on the remote (or, without push, the only copy of the result: kept).
+      if (this.settings.push) await this.deleteBranches([worktree.branch]);
+    });
     await rm(worktree.directory, { recursive: true, force: true });
     await rm(worktree.metaDirectory, { recursive: true, force: true });
+  }
+
+  /** Deletes local branches; git refuses one checked out in a worktree, which is then kept. */
+  private async deleteBranches(branches: readonly string[]): Promise<string[]> {
+    const deleted: string[] = [];
+    for (const branch of branches) {
+      try {
+        await gitAt(this.settings.baseClone).raw(['branch', '-D', '--quiet', branch]);
+        deleted.push(branch);
+      } catch {
+        // Not there (never created, or deleted already), or in use by a live job's worktree.
+      }
+    }
+    return deleted;
+  }
+
+  /**
+   * Deletes local job branches (`evolution/job/*`) that killed workers left in the base clone. A
+   * branch checked out in a worktree belongs to a live job (or to one the sweep has not removed
+   * yet) and is kept: git refuses to delete it. Only when branches are pushed: otherwise the local
+   * branch is the result.
+   */
+  async sweepBranches(): Promise<string[]> {
+    if (!this.settings.push || !existsSync(path.join(this.settings.baseClone, '.git'))) return [];
+    return this.withCloneLock(async () => {
+      const listed = await gitAt(this.settings.baseClone).raw(['for-each-ref', '--format=%(refname:short)', 'refs/heads/evolution/job/']);
+      const branches = listed.split('\n').map((line) => line.trim()).filter(Boolean);
+      if (branches.length === 0) return [];
+      await pruneWorktrees(this.settings.baseClone);
+      return this.deleteBranches(branches);
+    });
   }
 
   /**

@@ -9,6 +9,7 @@ import type { QueueJob } from '../shared/queue.ts';
 import { WorkerRepository } from './repository.ts';
 
 interface InFlight {
+  readonly jobId: string | null;
   readonly controller: AbortController;
   readonly finished: Promise<void>;
 }
@@ -31,12 +32,22 @@ export interface WorkerProcessOptions {
  */
 export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOptions = {}): Promise<void> {
   const { settings, logger, pool, boss } = runtime;
-  const repository = new WorkerRepository({ settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone }, pool, logger, workerId: runtime.workerId, host: runtime.host });
+  const repository = new WorkerRepository({
+    settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone, push: settings.repository.push },
+    logger,
+    workerId: runtime.workerId,
+    host: runtime.host,
+  });
   const swept = await repository.sweepAbandoned();
   if (swept.length > 0) logger.info({ swept }, 'removed worktrees left by a stopped worker');
+  const branches = await repository.sweepBranches();
+  if (branches.length > 0) logger.info({ branches: branches.length }, 'deleted local job branches left by stopped workers');
   const agent = options.agent ?? (await createAgent({ settings, pool, logger }));
   const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host });
   const inFlight = new Map<string, InFlight>();
+  // The supervisor hands these back at once if this process is killed with them in hand.
+  const reportHeld = () =>
+    runtime.setHeldJobs([...inFlight].flatMap(([queueJobId, job]) => (job.jobId ? [{ jobId: job.jobId, queueJobId }] : [])));
 
   const handle = async (queueJob: QueueJob & { signal: AbortSignal }): Promise<object | undefined> => {
     // A fetch already under way when the drain began delivers its job after it: give it back
@@ -49,8 +60,9 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     const controller = new AbortController();
     let resolveFinished!: () => void;
     const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
-    inFlight.set(queueJob.id, { controller, finished });
     const jobId = (queueJob.data as { jobId?: string } | null)?.jobId ?? null;
+    inFlight.set(queueJob.id, { jobId, controller, finished });
+    reportHeld();
     runtime.setState('busy', jobId);
     const log = logger.child({ jobId, queueJobId: queueJob.id });
     try {
@@ -78,6 +90,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       throw error;
     } finally {
       inFlight.delete(queueJob.id);
+      reportHeld();
       resolveFinished();
       runtime.setState(runtime.drainSignal.aborted ? 'draining' : inFlight.size > 0 ? 'busy' : 'idle');
       // pg-boss waits out its poll interval between jobs even with a backlog; a notified worker

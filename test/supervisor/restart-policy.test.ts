@@ -132,3 +132,35 @@ describe('giving up', () => {
     assert.equal(delay(b.onCrash(2, 0)), 1000);
   });
 });
+
+describe('kills from outside (min-uptime, as pm2 does)', () => {
+  test('a child killed from outside after min-uptime never counts: a healthy slot killed every 10 s is never errored', () => {
+    const p = policy({ maxCrashes: 2, windowMs: 300_000, minUptimeMs: 5000 });
+    for (let i = 1; i <= 100; i += 1) {
+      const decision = p.onCrash(i * 10_000, 9000, { external: true });
+      assert.deepEqual(decision, { action: 'restart', delayMs: 1000, counted: false }, `kill ${i}`);
+    }
+    assert.equal(p.recentCrashes(1_000_000), 0);
+  });
+
+  test('a child killed from outside while still young counts like a crash', () => {
+    const p = policy({ maxCrashes: 2, windowMs: 300_000, minUptimeMs: 5000 });
+    assert.equal(delay(p.onCrash(1000, 4999, { external: true })), 1000);
+    assert.equal(delay(p.onCrash(2000, 100, { external: true })), 2000);
+    assert.deepEqual(p.onCrash(3000, 0, { external: true }), { action: 'give-up', crashes: 3 });
+  });
+
+  test('crashes of its own count whatever the uptime; an outside kill in between neither counts nor backs off', () => {
+    const p = policy({ maxCrashes: 2, windowMs: 300_000, minUptimeMs: 5000 });
+    assert.equal(delay(p.onCrash(1000, 10_000)), 1000);
+    assert.equal(delay(p.onCrash(2000, 10_000, { external: true })), 2000);
+    assert.equal(delay(p.onCrash(3000, 10_000)), 2000);
+    assert.deepEqual(p.onCrash(4000, 10_000), { action: 'give-up', crashes: 3 });
+  });
+
+  test('without minUptimeMs every death counts, as before', () => {
+    const p = policy({ maxCrashes: 1 });
+    assert.equal(p.onCrash(0, 100_000, { external: true }).action, 'restart');
+    assert.equal(p.onCrash(1, 100_000, { external: true }).action, 'give-up');
+  });
+});

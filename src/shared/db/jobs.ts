@@ -83,6 +83,12 @@ export async function lockJobNoWait(db: Queryable, id: string): Promise<Evolutio
   return rows[0];
 }
 
+/** Locks the row, waiting for a transaction that holds it (a dead worker's ends with its connection). */
+export async function lockJob(db: Queryable, id: string): Promise<EvolutionJob | undefined> {
+  const { rows } = await db.query<EvolutionJob>(`SELECT ${COLUMNS} FROM evolution_jobs WHERE id = $1 FOR UPDATE`, [id]);
+  return rows[0];
+}
+
 export async function markRunning(db: Queryable, id: string, worker: { workerId: string; host: string; queueJobId: string }): Promise<EvolutionJob> {
   const { rows } = await db.query<EvolutionJob>(
     `UPDATE evolution_jobs
@@ -123,15 +129,16 @@ export async function recordFailure(db: Queryable, id: string, error: string, fi
  * Gives a job back after a drain cut it short: queued again on a fresh queue job, and the attempt
  * it used is returned, so a shutdown never counts as a failure.
  */
-export async function handBack(db: Queryable, id: string, fromQueueJobId: string, toQueueJobId: string): Promise<void> {
-  await db.query(
+export async function handBack(db: Queryable, id: string, fromQueueJobId: string, toQueueJobId: string, reason = 'handed back by a draining worker'): Promise<boolean> {
+  const { rowCount } = await db.query(
     `UPDATE evolution_jobs
         SET status = 'queued', queue_job_id = $3, queued_at = now(), updated_at = now(), started_at = NULL,
             worker_id = NULL, worker_host = NULL, attempts = GREATEST(attempts - 1, 0),
-            last_error = 'handed back by a draining worker'
+            last_error = $4
       WHERE id = $1 AND status = 'running' AND queue_job_id = $2`,
-    [id, fromQueueJobId, toQueueJobId],
+    [id, fromQueueJobId, toQueueJobId, reason],
   );
+  return rowCount === 1;
 }
 
 /** Points a job that was never started at the fresh queue job that replaces its old one. */

@@ -13,6 +13,8 @@ export interface SupervisorSettings {
   /** More crashes than this within the window mark the slot errored. */
   readonly crashLoopMaxRestarts: number;
   readonly crashLoopWindowSeconds: number;
+  /** A child killed from outside (SIGKILL, OOM) after running this long does not count as a crash. */
+  readonly minUptimeSeconds: number;
   readonly heartbeatIntervalMs: number;
   /** A child silent this long (event loop blocked) is killed and restarted. */
   readonly heartbeatTimeoutMs: number;
@@ -53,6 +55,7 @@ export function readSupervisorSettings(reader: EnvReader): SupervisorSettings {
     restartResetAfterSeconds: reader.float('SUPERVISOR_RESTART_RESET_AFTER_SECONDS', 60, { min: 0 }),
     crashLoopMaxRestarts: reader.int('SUPERVISOR_CRASH_LOOP_MAX_RESTARTS', 5, { min: 0 }),
     crashLoopWindowSeconds: reader.float('SUPERVISOR_CRASH_LOOP_WINDOW_SECONDS', 300, { min: 1 }),
+    minUptimeSeconds: reader.float('SUPERVISOR_MIN_UPTIME_SECONDS', 5, { min: 0 }),
     heartbeatIntervalMs,
     heartbeatTimeoutMs,
     statusIntervalSeconds: reader.float('SUPERVISOR_STATUS_INTERVAL_SECONDS', 15, { min: 0 }),

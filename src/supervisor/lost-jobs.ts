@@ -1,0 +1,103 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Backoff } from '../shared/backoff.ts';
+import { createPool, type Pool } from '../shared/db/pool.ts';
+import { errorMessage } from '../shared/errors.ts';
+import type { HeldJob } from '../shared/ipc.ts';
+import type { Logger } from '../shared/logger.ts';
+import { handBackLostJob } from '../shared/lost-jobs.ts';
+import { PgBoss } from '../shared/queue.ts';
+import type { Settings } from '../shared/settings/index.ts';
+
+/**
+ * The supervisor's small database connection, used for one thing: handing back the jobs of a child
+ * that died with jobs in hand, the moment the supervisor sees it die (the child reported them in
+ * its heartbeat). Lazy: nothing connects until a child dies holding a job, and then one connection
+ * and a pg-boss without workers or maintenance are enough.
+ *
+ * While the database is away the hand-back is retried with backoff for a while; past that the
+ * scheduler's reconciliation finds the job by its stale queue heartbeat and hands it back itself.
+ */
+export class LostJobs {
+  private readonly url: string;
+  private readonly settings: Settings;
+  private readonly logger: Logger;
+  private connection: Promise<{ pool: Pool; boss: PgBoss }> | undefined;
+  private readonly pending = new Set<Promise<void>>();
+  private closed = false;
+  /** How long to keep trying through an outage before leaving it to the scheduler. */
+  private readonly giveUpAfterMs: number;
+
+  constructor(options: { url: string; settings: Settings; logger: Logger; giveUpAfterMs?: number }) {
+    this.url = options.url;
+    this.settings = options.settings;
+    this.logger = options.logger;
+    this.giveUpAfterMs = options.giveUpAfterMs ?? 120_000;
+  }
+
+  private connect(): Promise<{ pool: Pool; boss: PgBoss }> {
+    this.connection ??= (async () => {
+      const pool = createPool({ url: this.url, settings: this.settings.database, applicationName: 'loreley-supervisor', max: 1 });
+      const boss = new PgBoss({
+        connectionString: this.url,
+        schema: this.settings.database.bossSchema,
+        max: 1,
+        application_name: 'loreley-supervisor-queue',
+        supervise: false,
+        schedule: false,
+        migrate: false,
+        registerInstance: false,
+      });
+      boss.on('error', (error) => this.logger.debug({ err: error }, 'supervisor queue connection error'));
+      try {
+        await boss.start();
+      } catch (error) {
+        this.connection = undefined;
+        await pool.end().catch(() => undefined);
+        throw error;
+      }
+      return { pool, boss };
+    })();
+    return this.connection;
+  }
+
+  /** Hands `jobs` back in the background; `close()` waits for what is under way. */
+  handBack(slot: string, jobs: readonly HeldJob[], reason: string): void {
+    for (const job of jobs) {
+      const task = this.handBackOne(slot, job, reason).finally(() => this.pending.delete(task));
+      this.pending.add(task);
+    }
+  }
+
+  private async handBackOne(slot: string, job: HeldJob, reason: string): Promise<void> {
+    const started = Date.now();
+    const backoff = new Backoff();
+    while (!this.closed) {
+      try {
+        const { pool, boss } = await this.connect();
+        const done = await handBackLostJob(pool, boss, this.settings.queue.name, job, reason);
+        if (done) this.logger.warn({ slot, jobId: job.jobId, queueJobId: job.queueJobId, ms: Date.now() - started }, `job ${job.jobId} handed back to the queue: ${reason}`);
+        else this.logger.info({ slot, jobId: job.jobId, queueJobId: job.queueJobId }, 'the dead child\'s job had already finished or been handed back');
+        return;
+      } catch (error) {
+        if (Date.now() - started > this.giveUpAfterMs) {
+          this.logger.error({ slot, jobId: job.jobId, error: errorMessage(error) }, 'could not hand the dead child\'s job back; the scheduler will once its queue heartbeat is stale');
+          return;
+        }
+        const delayMs = backoff.next();
+        this.logger.warn({ slot, jobId: job.jobId, error: errorMessage(error), retryInMs: delayMs }, 'could not hand the dead child\'s job back yet');
+        await sleep(delayMs);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.pending);
+    this.closed = true;
+    const connection = this.connection;
+    this.connection = undefined;
+    if (!connection) return;
+    const { pool, boss } = await connection.catch(() => ({ pool: undefined, boss: undefined }));
+    await boss?.stop({ graceful: false, close: true }).catch(() => undefined);
+    await pool?.end().catch(() => undefined);
+  }
+}
