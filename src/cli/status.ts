@@ -1,4 +1,4 @@
-import { countByStatus } from '../shared/db/jobs.ts';
+import { countByStatus, JOB_STATUSES } from '../shared/db/jobs.ts';
 import { getExperiment } from '../shared/db/experiments.ts';
 import { createPool, PG_UNDEFINED_TABLE, pgErrorCode } from '../shared/db/pool.ts';
 import { getMetrics } from '../shared/db/results.ts';
@@ -68,7 +68,7 @@ export function formatStatus(status: Record<string, unknown>, now = new Date()):
   const lines = [
     `experiment  ${experiment.slug} (${experiment.namespace})${experiment.finishedAt ? `, finished ${experiment.finishedAt.toISOString()}` : ''}`,
     `root        ${experiment.rootCommit ?? '(not recorded yet)'}`,
-    `jobs        ${jobs.total}${jobs.budget !== null ? ` of ${jobs.budget}` : ''}: ${['pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => `${s} ${jobs[s] ?? 0}`).join(', ')}`,
+    `jobs        ${jobs.total}${jobs.budget !== null ? ` of ${jobs.budget}` : ''}: ${JOB_STATUSES.map((s) => `${s} ${jobs[s] ?? 0}`).join(', ')}`,
     `fitness     ${fitness.metric}: best ${fitness.best ? `${fitness.best.value} at ${fitness.best.commitHash.slice(0, 12)}` : '-'}${fitness.baseline !== null ? `, baseline ${fitness.baseline}` : ''}`,
     usageLine(status.usage as UsageTotals & { maxCostUsd: number | null }),
     'processes',

@@ -45,12 +45,17 @@ export class SeededRandom {
   }
 }
 
-/** A 32-bit seed from any string (e.g. the experiment UUID). */
-export function seedFromString(text: string): number {
-  let h = 0x811c9dc5;
+/** FNV-1a, 32-bit, over UTF-16 code units; `seed` replaces the offset basis for a second, independent hash. */
+export function fnv1a(text: string, seed = 0x811c9dc5): number {
+  let h = seed >>> 0;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h >>> 0;
+}
+
+/** A 32-bit seed from any string (e.g. the experiment UUID). */
+export function seedFromString(text: string): number {
+  return fnv1a(text);
 }

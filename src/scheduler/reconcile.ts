@@ -1,4 +1,4 @@
-import { listByStatus, lockForReconcile, markFinished, markResent, type EvolutionJob } from '../shared/db/jobs.ts';
+import { listByStatus, lockForReconcile, markFinished, markResent, QUEUED_STATUSES, type EvolutionJob } from '../shared/db/jobs.ts';
 import { withTransaction } from '../shared/db/pool.ts';
 import { queueJobFate, sendEvolutionJob, type QueueJobFate } from '../shared/queue.ts';
 import type { SchedulerContext } from './context.ts';
@@ -21,7 +21,7 @@ export async function reconcileStage(context: SchedulerContext): Promise<Reconci
   const { settings, pool, boss, logger } = context;
   const result: ReconcileResult = { checked: 0, failed: 0, resent: 0 };
   const queue = settings.queue.name;
-  const jobs = await listByStatus(pool, context.experimentId, ['queued', 'running'], 10_000);
+  const jobs = await listByStatus(pool, context.experimentId, QUEUED_STATUSES, 10_000);
   for (const job of jobs) {
     result.checked += 1;
     const action = decide(job, await queueJobFate(boss, queue, job.queueJobId), settings.scheduler.maxResends);

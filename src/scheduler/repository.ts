@@ -2,7 +2,7 @@ import { ConfigurationError } from '../shared/errors.ts';
 import { existsSync } from 'node:fs';
 import { cloneOrFetch, fetchAll, hasCommit, pushBranch, resolveCommit } from '../shared/git.ts';
 import type { Settings } from '../shared/settings/index.ts';
-import { fetchFromClone, remoteUrl, setBranch } from './git-reader.ts';
+import { fetchFromClone, remoteUrl, setBranch } from './git-commands.ts';
 
 /**
  * The scheduler's own clone of the evolved repository (`SCHEDULER_REPO_ROOT`, by default

@@ -30,16 +30,12 @@ export type SupervisorMessage =
   | { readonly loreley: 'drain'; readonly timeoutSeconds: number }
   | { readonly loreley: 'stop-now' };
 
-function isTagged(value: unknown): boolean {
+/**
+ * A Loreley message (tagged with `loreley`) rather than a stray one. Which kind it is follows from
+ * the channel it arrived on: the supervisor reads `ChildMessage`s, a child `SupervisorMessage`s.
+ */
+export function isLoreleyMessage<T extends ChildMessage | SupervisorMessage>(value: unknown): value is T {
   return typeof value === 'object' && value !== null && typeof (value as { loreley?: unknown }).loreley === 'string';
-}
-
-export function isChildMessage(value: unknown): value is ChildMessage {
-  return isTagged(value);
-}
-
-export function isSupervisorMessage(value: unknown): value is SupervisorMessage {
-  return isTagged(value);
 }
 
 /** Environment variables the supervisor hands its children. */

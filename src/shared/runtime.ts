@@ -5,7 +5,7 @@ import { createPool, type Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
 import { errorMessage } from './errors.ts';
-import { CHILD_ENV, isSupervisorMessage, type ChildMessage, type ChildState, type HeldJob } from './ipc.ts';
+import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from './ipc.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
 import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
 import { apiKeys } from './secrets.ts';
@@ -24,7 +24,6 @@ export interface ChildRuntime {
   readonly host: string;
   readonly logger: Logger;
   readonly log: ProcessLog;
-  readonly databaseUrl: string;
   readonly pool: Pool;
   readonly boss: PgBoss;
   /** Aborted when the process is asked to drain (supervisor message, SIGTERM or SIGINT). */
@@ -118,7 +117,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   const onMessage = (message: unknown) => {
-    if (!isSupervisorMessage(message)) return;
+    if (!isLoreleyMessage<SupervisorMessage>(message)) return;
     if (message.loreley === 'drain') {
       if (drain.signal.aborted && Date.now() - signalledAt < 1000) return;
       signalledAt = Date.now();
@@ -182,7 +181,6 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     host,
     logger,
     log,
-    databaseUrl,
     pool,
     boss,
     drainSignal: drain.signal,

@@ -1,6 +1,6 @@
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
-import { CHILD_ENV, EXIT_CONFIG, isChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from '../shared/ipc.ts';
+import { CHILD_ENV, EXIT_CONFIG, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from '../shared/ipc.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { SupervisorSettings } from '../shared/settings/index.ts';
 import { RestartPolicy } from './restart-policy.ts';
@@ -152,7 +152,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private onMessage(slot: Slot, child: ClusterWorker, message: unknown): void {
-    if (slot.child !== child || !isChildMessage(message)) return;
+    if (slot.child !== child || !isLoreleyMessage<ChildMessage>(message)) return;
     slot.lastHeartbeat = Date.now();
     switch (message.loreley) {
       case 'ready':

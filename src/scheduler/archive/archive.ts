@@ -1,5 +1,5 @@
 import {
-  bestElite, countCommitEmbeddings, countElites, countElitesByIsland, countIngestion, deleteElites, getArchiveState,
+  bestElite, countCommitEmbeddings, countElitesByIsland, countIngestion, deleteElites, getArchiveState,
   getCommitEmbeddings, listElites, lockArchiveState, lockElite, recentCommitEmbeddings, saveProjection, topElites, upsertElite,
   type Elite,
 } from '../../shared/db/archive.ts';
@@ -263,10 +263,6 @@ export class MapElitesArchive {
 
   async best(): Promise<Elite | undefined> {
     return bestElite(this.pool, this.experimentId, this.settings.fitnessHigherIsBetter);
-  }
-
-  async isEmpty(): Promise<boolean> {
-    return (await countElites(this.pool, this.experimentId)) === 0;
   }
 
   async coverage(): Promise<{ elites: number; byIsland: Record<string, number>; cellsPerIsland: number; coverage: number }> {

@@ -1,3 +1,5 @@
+import { fnv1a } from '../random.ts';
+
 /**
  * Turns file contents into vectors. The scheduler caches each file's vector by git blob hash under
  * the embedder's `id`, so an embedder whose output changes (another model, other dimensions) must
@@ -16,15 +18,6 @@ export interface FileEmbedder {
 
 const TOKEN = /[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\s\w]/g;
 
-/** FNV-1a, 32-bit. */
-function hash(text: string, seed = 0x811c9dc5): number {
-  let h = seed >>> 0;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
 
 /**
  * The feature-hashing trick over token unigrams and bigrams: each n-gram adds ±1 to one of
@@ -49,8 +42,8 @@ export class HashedNgramEmbedder implements FileEmbedder {
     const vector = new Array<number>(this.dimensions).fill(0);
     const tokens = text.match(TOKEN) ?? [];
     const add = (feature: string) => {
-      const h = hash(feature);
-      const sign = hash(feature, 0x9747b28c) & 1 ? 1 : -1;
+      const h = fnv1a(feature);
+      const sign = fnv1a(feature, 0x9747b28c) & 1 ? 1 : -1;
       vector[h % this.dimensions] += sign;
     };
     for (let i = 0; i < tokens.length; i++) {

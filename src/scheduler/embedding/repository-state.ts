@@ -2,7 +2,7 @@ import path from 'node:path';
 import { getCommitEmbedding, getFileEmbeddings, putCommitEmbedding, putFileEmbeddings, type CommitEmbedding } from '../../shared/db/archive.ts';
 import type { Queryable } from '../../shared/db/pool.ts';
 import type { EmbeddingSettings } from '../../shared/settings/archive.ts';
-import { diffTree, listTree, NULL_BLOB, readBlobs, readFileAt, blobSizes } from '../git-reader.ts';
+import { diffTree, listTree, NULL_BLOB, readBlobs, readFileAt, blobSizes } from '../git-commands.ts';
 import { l2Normalize, type FileEmbedder } from './embedder.ts';
 import { IGNORE_FILES, IgnoreRules } from './ignore.ts';
 

@@ -47,11 +47,6 @@ export async function listElites(db: Queryable, experimentId: string, island?: n
   return rows;
 }
 
-export async function countElites(db: Queryable, experimentId: string): Promise<number> {
-  const { rows } = await db.query<{ count: number }>('SELECT count(*)::int AS count FROM archive_elites WHERE experiment_id = $1', [experimentId]);
-  return rows[0].count;
-}
-
 export async function countElitesByIsland(db: Queryable, experimentId: string): Promise<Map<number, number>> {
   const { rows } = await db.query<{ island: number; count: number }>(
     'SELECT island, count(*)::int AS count FROM archive_elites WHERE experiment_id = $1 GROUP BY island',

@@ -4,7 +4,12 @@ import type { Queryable } from './pool.ts';
 
 export const JOB_STATUSES = ['pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
+/** A job not yet finished: the unfinished cap and the budget count these. */
 export const UNFINISHED_STATUSES: readonly JobStatus[] = ['pending', 'queued', 'running'];
+/** A job the queue has: sent and not finished. */
+export const QUEUED_STATUSES: readonly JobStatus[] = ['queued', 'running'];
+/** A job that ran to an end (not cancelled): what the cost budget averages over. */
+export const COMPLETED_STATUSES: readonly JobStatus[] = ['succeeded', 'failed'];
 
 export interface EvolutionJob {
   readonly id: string;
@@ -120,8 +125,8 @@ export async function recordFailure(db: Queryable, id: string, error: string, fi
         SET last_error = $2, updated_at = now(),
             status = CASE WHEN $3 THEN 'failed' ELSE 'queued' END,
             finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
-      WHERE id = $1 AND status IN ('queued', 'running')`,
-    [id, error.slice(0, 8000), final],
+      WHERE id = $1 AND status = ANY($4)`,
+    [id, error.slice(0, 8000), final, QUEUED_STATUSES],
   );
 }
 
@@ -237,8 +242,8 @@ export async function recentFailuresOnParent(db: Queryable, experimentId: string
 /** Jobs of every kind (the baseline too) that are pending, queued or running. */
 export async function countUnfinished(db: Queryable, experimentId: string): Promise<number> {
   const { rows } = await db.query<{ count: number }>(
-    `SELECT count(*)::int AS count FROM evolution_jobs WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running')`,
-    [experimentId],
+    `SELECT count(*)::int AS count FROM evolution_jobs WHERE experiment_id = $1 AND status = ANY($2)`,
+    [experimentId, UNFINISHED_STATUSES],
   );
   return rows[0].count;
 }
@@ -265,8 +270,8 @@ export async function countAwaitingIngestion(db: Queryable, experimentId: string
 export async function countUnfinishedSeeds(db: Queryable, experimentId: string): Promise<number> {
   const { rows } = await db.query<{ count: number }>(
     `SELECT count(*)::int AS count FROM evolution_jobs
-      WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running') AND payload->>'seed' = 'true'`,
-    [experimentId],
+      WHERE experiment_id = $1 AND status = ANY($2) AND payload->>'seed' = 'true'`,
+    [experimentId, UNFINISHED_STATUSES],
   );
   return rows[0].count;
 }

@@ -1,3 +1,4 @@
+import { COMPLETED_STATUSES, UNFINISHED_STATUSES } from './jobs.ts';
 import type { Queryable } from './pool.ts';
 
 /** SQL for `model_calls`: what every model call used and cost. */
@@ -96,10 +97,10 @@ export async function costBudgetSnapshot(db: Queryable, experimentId: string): P
   const { rows } = await db.query<CostBudgetSnapshot>(
     `SELECT (SELECT coalesce(sum(cost_usd), 0)::float8 FROM model_calls WHERE experiment_id = $1) AS "spentUsd",
             (SELECT count(*)::int FROM evolution_jobs
-              WHERE experiment_id = $1 AND kind = 'evolution' AND status IN ('succeeded', 'failed')) AS "finishedJobs",
+              WHERE experiment_id = $1 AND kind = 'evolution' AND status = ANY($2)) AS "finishedJobs",
             (SELECT count(*)::int FROM evolution_jobs
-              WHERE experiment_id = $1 AND kind = 'evolution' AND status IN ('pending', 'queued', 'running')) AS "inFlightJobs"`,
-    [experimentId],
+              WHERE experiment_id = $1 AND kind = 'evolution' AND status = ANY($3)) AS "inFlightJobs"`,
+    [experimentId, COMPLETED_STATUSES, UNFINISHED_STATUSES],
   );
   return rows[0];
 }

@@ -14,11 +14,11 @@ import { readWorkerSettings, type WorkerSettings } from './worker.ts';
 export { SettingsError, parseArgv, type Env } from './reader.ts';
 export type { AgentSettings } from './agent.ts';
 export type { ArchiveSettings } from './archive.ts';
-export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings, QueueSettings } from './core.ts';
+export type { CoreSettings, DatabaseSettings, LogSettings } from './core.ts';
 export type { SchedulerSettings } from './scheduler.ts';
 export type { SupervisorSettings } from './supervisor.ts';
 export type { RepositorySettings } from './repository.ts';
-export type { CommandSettings, WorkerGitSettings, WorkerSettings } from './worker.ts';
+export type { CommandSettings, WorkerSettings } from './worker.ts';
 
 /** Everything Loreley reads from its environment, validated once at start-up and frozen. */
 export interface Settings extends CoreSettings {

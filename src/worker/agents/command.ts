@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentRequest, AgentResult, MutationAgent } from '../agent.ts';
 import { jobEnvironment, runJobCommand } from '../job-command.ts';
-import { basicPrompt } from '../prompt.ts';
+import { basicPrompt } from '../command-prompt.ts';
 
 /** The last line of output when it is a JSON object, e.g. `{"summary": "…"}`. */
 function trailingJson(output: string): Record<string, unknown> | undefined {

@@ -1,3 +1,4 @@
+import { lockForTransaction } from '../locks.ts';
 import { withTransaction, type Pool } from '../pool.ts';
 import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
@@ -18,7 +19,7 @@ function lockKey(schema: string): string {
  */
 export async function migrate(pool: Pool, schema: string, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
   return withTransaction(pool, async (client) => {
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [lockKey(schema)]);
+    await lockForTransaction(client, lockKey(schema));
     await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
     await client.query(`SET LOCAL search_path = "${schema}", public`);
     await client.query(`

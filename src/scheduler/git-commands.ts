@@ -2,8 +2,9 @@ import { spawn } from 'node:child_process';
 import { gitAt } from '../shared/git.ts';
 
 /**
- * Read-only git queries the scheduler needs beyond src/shared/git.ts: tree listings, raw diffs and
- * batched blob reads for the repository-state embedding, and writing the best branch.
+ * The git commands only the scheduler runs, beyond src/shared/git.ts: it reads tree listings, raw
+ * diffs and batched blobs for the repository-state embedding, and writes (fetches from a worker
+ * clone, moves the best branch).
  */
 
 export const NULL_BLOB = '0000000000000000000000000000000000000000';
@@ -116,11 +117,6 @@ export async function readFileAt(directory: string, commit: string, file: string
   } catch {
     return undefined;
   }
-}
-
-export async function firstParent(directory: string, commit: string): Promise<string | undefined> {
-  const out = (await gitAt(directory).raw(['rev-list', '--parents', '-n', '1', commit])).trim().split(/\s+/);
-  return out[1];
 }
 
 /** Fetches every branch of a local worker clone, for commits that were never pushed to the remote. */
