@@ -1,9 +1,8 @@
 import path from 'node:path';
-import { ensureExperiment } from '../src/shared/db/experiments.ts';
 import { insertJob } from '../src/shared/db/jobs.ts';
-import { migrate } from '../src/shared/db/migrations/index.ts';
-import { createPool, type Pool } from '../src/shared/db/pool.ts';
-import { createBoss, ensureQueues, type PgBoss } from '../src/shared/queue.ts';
+import { withTransaction, type Pool } from '../src/shared/db/pool.ts';
+import { openExperimentDatabase } from '../src/shared/experiment-database.ts';
+import { sendEvolutionJob, type PgBoss } from '../src/shared/queue.ts';
 import { loadSettings, type Settings } from '../src/shared/settings/index.ts';
 import { createRemote } from '../test/helpers/git.ts';
 import { LORELEY_BIN, waitFor, type Harness, type Proc } from './harness.ts';
@@ -42,8 +41,7 @@ export interface Experiment {
   readonly env: Record<string, string>;
   readonly settings: Settings;
   readonly pool: Pool;
-  /** Present when opened with `queue: true`. */
-  readonly boss: PgBoss | undefined;
+  readonly boss: PgBoss;
   /** Inserts a pending evolution job (not timed) and returns its id. */
   insertJob(payload?: Record<string, unknown>): Promise<string>;
   /** Sends the queue message for a job, as the scheduler's dispatch does. */
@@ -74,8 +72,6 @@ export interface Presence {
 export interface ExperimentOptions {
   readonly label: string;
   readonly commands: Commands;
-  /** Open a pg-boss instance to send jobs (default true). */
-  readonly queue?: boolean;
   readonly env?: Record<string, string>;
 }
 
@@ -97,16 +93,13 @@ export async function createExperiment(harness: Harness, options: ExperimentOpti
     ...options.env,
   };
   const settings = loadSettings({ env, dotenv: false, cwd: root });
-  const pool = createPool({ url: databaseUrl, settings: settings.database, applicationName: 'loreley-bench' });
-  await migrate(pool, settings.database.schema);
-  await ensureExperiment(pool, settings.experiment);
-  let boss: PgBoss | undefined;
-  if (options.queue !== false) {
-    boss = createBoss({ url: databaseUrl, settings, applicationName: 'loreley-bench-queue', supervise: false });
-    boss.on('error', (error) => harness.progress(`bench queue error: ${String(error)}`));
-    await boss.start();
-    await ensureQueues(boss, settings);
-  }
+  const database = await openExperimentDatabase({
+    settings,
+    applicationName: 'loreley-bench',
+    supervise: false,
+    onQueueError: (error) => harness.progress(`bench queue error: ${String(error)}`),
+  });
+  const { pool, boss } = database;
 
   const job = async (id: string): Promise<JobTimes> => {
     const { rows } = await pool.query<JobTimes>(
@@ -142,10 +135,8 @@ export async function createExperiment(harness: Harness, options: ExperimentOpti
       return row.id;
     },
     async send(jobId) {
-      if (!boss) throw new Error('this experiment was opened without a queue');
-      const id = await boss.send(settings.queue.name, { jobId });
-      if (!id) throw new Error(`pg-boss refused job ${jobId}`);
-      return id;
+      // Bench jobs are inserted with the default priority.
+      return withTransaction(pool, (client) => sendEvolutionJob(boss, settings.queue.name, { id: jobId, priority: 0 }, client));
     },
     job,
     presence,
@@ -173,8 +164,7 @@ export async function createExperiment(harness: Harness, options: ExperimentOpti
       return { job: done, idleAt: idle.lastHeartbeat };
     },
     async close() {
-      await boss?.stop({ graceful: false, close: true }).catch(() => undefined);
-      await pool.end().catch(() => undefined);
+      await database.close({ graceful: false }).catch(() => undefined);
     },
   };
 }

@@ -34,7 +34,6 @@ export const idle: Benchmark = {
     const experiment = await createExperiment(harness, {
       label: 'idle',
       commands: NOOP_COMMANDS,
-      queue: false,
       // No budget: a scheduler that plans jobs has nothing to plan, and the tree stays idle.
       env: { SCHEDULER_MAX_TOTAL_JOBS: '0' },
     });

@@ -22,7 +22,6 @@ export interface RawWorker {
 
 export async function startRawWorker(harness: Harness, experiment: Experiment, queue: string): Promise<RawWorker> {
   const boss = experiment.boss;
-  if (!boss) throw new Error('the raw pg-boss baseline needs an experiment opened with a queue');
   const bossSchema = experiment.settings.database.bossSchema;
   const proc: Proc = harness.spawn(
     'raw pg-boss worker',

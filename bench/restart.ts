@@ -24,7 +24,6 @@ export const restart: Benchmark = {
     const experiment = await createExperiment(harness, {
       label: 'restart',
       commands: NOOP_COMMANDS,
-      queue: false,
       env: {
         SUPERVISOR_RESTART_BACKOFF_INITIAL_MS: '0',
         SUPERVISOR_RESTART_RESET_AFTER_SECONDS: '0',

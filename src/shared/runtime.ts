@@ -1,13 +1,11 @@
 import os from 'node:os';
-import { ensureExperiment } from './db/experiments.ts';
-import { migrate } from './db/migrations/index.ts';
-import { createPool, type Pool } from './db/pool.ts';
+import type { Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
-import { errorMessage } from './errors.ts';
 import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from './ipc.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
-import { createBoss, ensureQueues, type PgBoss } from './queue.ts';
+import { openExperimentDatabase, type ExperimentDatabase } from './experiment-database.ts';
+import type { PgBoss } from './queue.ts';
 import { apiKeys } from './secrets.ts';
 import { liveCommandGroups, onCommandGroupsChange } from './subprocess.ts';
 import type { Settings } from './settings/index.ts';
@@ -141,22 +139,21 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   // that to our own 'disconnect' handler, which drains and stops now.
   if (cluster.isWorker && cluster.worker) cluster.worker.exitedAfterDisconnect = true;
 
-  const pool = createPool({ url: databaseUrl, settings: settings.database, applicationName: `loreley-${workerId}` });
-  const boss = createBoss({ url: databaseUrl, settings, applicationName: `loreley-${workerId}-queue`, supervise: options.supervise });
-  boss.on('error', (error) => logger.warn({ err: error }, 'queue error'));
-
+  let database: ExperimentDatabase;
   try {
-    const ran = await migrate(pool, settings.database.schema);
-    if (ran.length > 0) logger.info({ migrations: ran }, 'database migrated');
-    await ensureExperiment(pool, settings.experiment);
-    await boss.start({ attempts: 5 });
-    await ensureQueues(boss, settings);
+    database = await openExperimentDatabase({
+      settings,
+      url: databaseUrl,
+      applicationName: `loreley-${workerId}`,
+      supervise: options.supervise,
+      onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
+    });
   } catch (error) {
-    await boss.stop({ graceful: false, close: true }).catch(() => undefined);
-    await pool.end().catch(() => undefined);
     log.flush();
-    throw new Error(`cannot connect to the database or queue: ${errorMessage(error)}`);
+    throw error;
   }
+  const { pool, boss } = database;
+  if (database.migrated.length > 0) logger.info({ migrations: database.migrated }, 'database migrated');
 
   // Writes go one after another, so a late 'busy' can never land after the final 'stopped'.
   let presenceChain: Promise<void> = Promise.resolve();
@@ -207,8 +204,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       process.off('message', onMessage);
       process.off('disconnect', onDisconnect);
       await writePresence({ state: 'stopped', jobId: null });
-      await boss.stop({ graceful: true, close: true, timeout: 5000 }).catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
-      await pool.end().catch(() => undefined);
+      await database.close({ graceful: true, timeoutMs: 5000 }).catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
       log.flush();
     },
   };

@@ -30,7 +30,7 @@ function archiveFor(fixture: Fixture, settings: Settings): MapElitesArchive {
 describe('MAP-Elites archive', () => {
   let fixture: Fixture;
   before(async () => {
-    fixture = await createFixture({ boss: false });
+    fixture = await createFixture();
   });
   after(() => fixture.close());
 

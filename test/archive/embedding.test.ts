@@ -44,7 +44,7 @@ describe('repository-state embedding', () => {
   let fixture: Fixture;
   let clone: string;
   before(async () => {
-    fixture = await createFixture({ boss: false, files: FILES });
+    fixture = await createFixture({ files: FILES });
     clone = path.join(tempDir(), 'scheduler-clone');
     await cloneOrFetch(fixture.remote, clone);
   });
@@ -99,7 +99,6 @@ describe('PCA refit', () => {
   let fixture: Fixture;
   before(async () => {
     fixture = await createFixture({
-      boss: false,
       files: FILES,
       env: {
         MAPELITES_BEHAVIOR_DESCRIPTOR: 'embedding',

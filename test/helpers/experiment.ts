@@ -1,10 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ensureExperiment } from '../../src/shared/db/experiments.ts';
 import { getJob, insertJob, markQueued, type EvolutionJob } from '../../src/shared/db/jobs.ts';
-import { migrate } from '../../src/shared/db/migrations/index.ts';
-import { createPool, withTransaction, type Pool } from '../../src/shared/db/pool.ts';
-import { createBoss, ensureQueues, sendEvolutionJob, type PgBoss } from '../../src/shared/queue.ts';
+import { withTransaction, type Pool } from '../../src/shared/db/pool.ts';
+import { openExperimentDatabase } from '../../src/shared/experiment-database.ts';
+import { sendEvolutionJob, type PgBoss } from '../../src/shared/queue.ts';
 import { loadSettings, type Settings } from '../../src/shared/settings/index.ts';
 import { createTestDatabase } from './database.ts';
 import { createRemote, tempDir } from './git.ts';
@@ -151,13 +150,8 @@ export interface QueueClient {
 export async function openQueue(fixture: Fixture, url = fixture.databaseUrl): Promise<QueueClient> {
   if (!url) throw new Error('openQueue needs a database URL');
   const settings = loadSettings({ env: { ...fixture.env, DATABASE_URL: url }, dotenv: false, cwd: fixture.root });
-  const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-test' });
-  await migrate(pool, settings.database.schema);
-  await ensureExperiment(pool, settings.experiment);
-  const boss = createBoss({ url, settings, applicationName: 'loreley-test-queue', supervise: false });
-  boss.on('error', () => undefined);
-  await boss.start();
-  await ensureQueues(boss, settings);
+  const database = await openExperimentDatabase({ settings, applicationName: 'loreley-test', supervise: false });
+  const { pool, boss } = database;
   return {
     settings,
     pool,
@@ -185,8 +179,7 @@ export async function openQueue(fixture: Fixture, url = fixture.databaseUrl): Pr
       return rows;
     },
     async close() {
-      await boss.stop({ graceful: false, close: true }).catch(() => undefined);
-      await pool.end().catch(() => undefined);
+      await database.close({ graceful: false }).catch(() => undefined);
     },
   };
 }

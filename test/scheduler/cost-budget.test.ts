@@ -17,7 +17,7 @@ test('LORELEY_MAX_COST_USD stops new scheduling and ends the run as the job budg
   });
   try {
     const experimentId = fixture.settings.experiment.uuid;
-    const scheduler = new EvolutionScheduler({ settings: fixture.settings, pool: fixture.pool, boss: fixture.boss!, logger: silentLogger, workerId: 'scheduler0001' });
+    const scheduler = new EvolutionScheduler({ settings: fixture.settings, pool: fixture.pool, boss: fixture.boss, logger: silentLogger, workerId: 'scheduler0001' });
     await scheduler.start();
     const finishAll = async () => {
       const open = await listByStatus(fixture.pool, experimentId, ['pending', 'queued', 'running']);

@@ -1,16 +1,20 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
-import { migrate } from '../../src/shared/db/migrations/index.ts';
-import { createPool, type Pool } from '../../src/shared/db/pool.ts';
+import { randomUUID } from 'node:crypto';
+import { markRunning, markSucceeded } from '../../src/shared/db/jobs.ts';
+import { withTransaction, type Pool } from '../../src/shared/db/pool.ts';
 import { upsertMetrics, type MetricValue } from '../../src/shared/db/results.ts';
-import { ensureExperiment } from '../../src/shared/db/experiments.ts';
-import { ensureQueues, PgBoss } from '../../src/shared/queue.ts';
+import { openExperimentDatabase } from '../../src/shared/experiment-database.ts';
+import type { PgBoss } from '../../src/shared/queue.ts';
 import { loadSettings, type Settings } from '../../src/shared/settings/index.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createRemote, git, tempDir } from '../helpers/git.ts';
 
-/** A real database, queue and git remote for scheduler and archive tests; nothing is mocked. */
+/**
+ * A real database, queue and git remote for scheduler and archive tests; nothing is mocked. The
+ * database and queue are opened by `openExperimentDatabase`, as a worker opens them.
+ */
 
 export const silentLogger = pino({ level: 'silent' });
 
@@ -18,7 +22,7 @@ export interface Fixture {
   readonly url: string;
   readonly settings: Settings;
   readonly pool: Pool;
-  readonly boss: PgBoss | undefined;
+  readonly boss: PgBoss;
   readonly remote: string;
   readonly rootCommit: string;
   readonly root: string;
@@ -30,9 +34,7 @@ export interface Fixture {
 export interface FixtureOptions {
   readonly env?: Record<string, string>;
   readonly files?: Record<string, string>;
-  /** Start a PgBoss (default true). */
-  readonly boss?: boolean;
-  /** Create the experiment's queues (default true). */
+  /** Keep the experiment's queues (default true); false deletes the queue, so sending to it fails. */
   readonly queues?: boolean;
 }
 
@@ -55,33 +57,26 @@ export async function createFixture(options: FixtureOptions = {}): Promise<Fixtu
   };
   const settingsWith = (env: Record<string, string>) => loadSettings({ env: { ...baseEnv, ...env }, cwd: root, dotenv: false });
   const settings = settingsWith({});
-  const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-test' });
-  await migrate(pool, settings.database.schema);
-  await ensureExperiment(pool, settings.experiment);
-  let boss: PgBoss | undefined;
-  if (options.boss !== false) {
-    boss = new PgBoss({ connectionString: url, schema: 'pgboss' });
-    boss.on('error', () => undefined);
-    await boss.start();
-    if (options.queues !== false) await ensureQueues(boss, settings);
-  }
+  const database = await openExperimentDatabase({ settings, applicationName: 'loreley-test', supervise: false });
+  if (options.queues === false) await database.boss.deleteQueue(settings.queue.name);
   return {
-    url, settings, pool, boss, remote, rootCommit: commit, root, settingsWith,
-    async close() {
-      await boss?.stop({ graceful: false, close: true });
-      await pool.end();
-    },
+    url, settings, pool: database.pool, boss: database.boss, remote, rootCommit: commit, root, settingsWith,
+    close: () => database.close({ graceful: false }),
   };
 }
 
-/** What a worker does when a job succeeds: metrics stored, the row succeeded, awaiting ingestion. */
+/**
+ * What a worker does when a job succeeds, through the worker's own SQL: the row claimed by an
+ * attempt, its metrics stored and the attempt marked succeeded (awaiting ingestion).
+ */
 export async function completeJob(pool: Pool, experimentId: string, jobId: string, commit: string, metrics: Record<string, number>): Promise<void> {
   const values: MetricValue[] = Object.entries(metrics).map(([name, value]) => ({ name, value }));
-  await upsertMetrics(pool, experimentId, commit, jobId, values);
-  await pool.query(
-    `UPDATE evolution_jobs SET status = 'succeeded', result_commit = $2, finished_at = now(), ingestion_status = 'pending' WHERE id = $1`,
-    [jobId, commit],
-  );
+  const attempt = randomUUID();
+  await withTransaction(pool, async (client) => {
+    await markRunning(client, jobId, { workerId: 'worker-test', host: 'test-host', queueJobId: attempt });
+    await upsertMetrics(client, experimentId, commit, jobId, values);
+    if (!(await markSucceeded(client, jobId, attempt, commit))) throw new Error(`job ${jobId} could not be marked succeeded`);
+  });
 }
 
 export async function failJob(pool: Pool, jobId: string): Promise<void> {

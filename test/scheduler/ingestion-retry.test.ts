@@ -11,7 +11,7 @@ test('a failed ingestion is tried again on the next ticks before it is final', {
   const fixture = await createFixture({ env: { SCHEDULER_MAX_TOTAL_JOBS: '1', MAPELITES_BEHAVIOR_DESCRIPTOR: 'embedding' } });
   try {
     const experimentId = fixture.settings.experiment.uuid;
-    const scheduler = new EvolutionScheduler({ settings: fixture.settings, pool: fixture.pool, boss: fixture.boss!, logger: silentLogger, workerId: 'scheduler0001' });
+    const scheduler = new EvolutionScheduler({ settings: fixture.settings, pool: fixture.pool, boss: fixture.boss, logger: silentLogger, workerId: 'scheduler0001' });
     await scheduler.start();
     const [baseline] = await listByStatus(fixture.pool, experimentId, ['pending']);
     await completeJob(fixture.pool, experimentId, baseline.id, fixture.rootCommit, { combined_score: 0.5, sum_radii: 1, validity: 1 });

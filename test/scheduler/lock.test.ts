@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { acquireSchedulerLock } from '../../src/scheduler/lock.ts';
 import { stopTestServer } from '../helpers/database.ts';
+import { waitFor } from '../helpers/processes.ts';
 import { createFixture, type Fixture } from './fixture.ts';
 
 after(() => stopTestServer());
@@ -15,7 +15,7 @@ async function holderPid(fixture: Fixture): Promise<number | undefined> {
 describe('scheduler lock', () => {
   let fixture: Fixture;
   before(async () => {
-    fixture = await createFixture({ boss: false });
+    fixture = await createFixture();
   });
   after(() => fixture.close());
 
@@ -30,7 +30,8 @@ describe('scheduler lock', () => {
         acquired = true;
         return lock;
       });
-    await sleep(300);
+    // onStandby is called after a try found the lock taken.
+    await waitFor('the second scheduler to stand by', () => standingBy);
     assert.equal(standingBy, true);
     assert.equal(acquired, false, 'only one scheduler holds the lock');
 
@@ -39,7 +40,7 @@ describe('scheduler lock', () => {
     await fixture.pool.query('SELECT pg_terminate_backend($1)', [pid]);
     const lock = await standby;
     assert.equal(acquired, true);
-    await sleep(50);
+    await waitFor('the old holder to learn it lost the lock', () => holder.lost.aborted, 5000, 10);
     assert.equal(holder.lost.aborted, true, 'the old holder learns it lost the lock');
     assert.notEqual(await holderPid(fixture), pid);
 
@@ -55,8 +56,9 @@ describe('scheduler lock', () => {
     const experiment = fixture.settings.experiment.uuid;
     const holder = await acquireSchedulerLock(fixture.pool, experiment, new AbortController().signal, { pollIntervalMs: 50 });
     const stop = new AbortController();
-    const waiting = acquireSchedulerLock(fixture.pool, experiment, stop.signal, { pollIntervalMs: 50 });
-    await sleep(100);
+    let standingBy = false;
+    const waiting = acquireSchedulerLock(fixture.pool, experiment, stop.signal, { pollIntervalMs: 50, onStandby: () => (standingBy = true) });
+    await waitFor('the standby to be waiting', () => standingBy);
     stop.abort(new Error('draining'));
     await assert.rejects(waiting, /draining|aborted/);
     await holder.release();

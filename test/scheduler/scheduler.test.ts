@@ -15,7 +15,7 @@ import { completeJob, createFixture, pushCommit, silentLogger, type Fixture } fr
 after(() => stopTestServer());
 
 function schedulerFor(fixture: Fixture, settings: Settings = fixture.settings): EvolutionScheduler {
-  return new EvolutionScheduler({ settings, pool: fixture.pool, boss: fixture.boss!, logger: silentLogger, workerId: 'scheduler0001' });
+  return new EvolutionScheduler({ settings, pool: fixture.pool, boss: fixture.boss, logger: silentLogger, workerId: 'scheduler0001' });
 }
 
 async function jobsOf(fixture: Fixture, settings: Settings = fixture.settings): Promise<EvolutionJob[]> {
@@ -89,7 +89,7 @@ describe('tick', () => {
       assert.equal(summary.dispatched, 0);
       assert.equal((await listByStatus(fixture.pool, fixture.settings.experiment.uuid, ['pending'])).length, 5, 'the failed dispatch rolled back whole');
 
-      await ensureQueues(fixture.boss!, fixture.settings);
+      await ensureQueues(fixture.boss, fixture.settings);
       const next = await scheduler.tick();
       assert.ok(next.stages.every((s) => s.ok));
       assert.equal(next.dispatched, 5);
@@ -115,7 +115,7 @@ describe('tick', () => {
       assert.deepEqual(queued.map((j) => j.id).sort(), [old.id, urgent.id].sort());
       assert.equal((await getJob(fixture.pool, newer.id))?.status, 'pending');
       for (const job of queued) {
-        const [queueJob] = await fixture.boss!.findJobs<{ jobId: string }>(fixture.settings.queue.name, { id: job.queueJobId! });
+        const [queueJob] = await fixture.boss.findJobs<{ jobId: string }>(fixture.settings.queue.name, { id: job.queueJobId! });
         assert.equal(queueJob.data.jobId, job.id);
         assert.equal(queueJob.priority, job.priority);
       }
@@ -208,7 +208,7 @@ describe('reconcile', () => {
     const fixture = await createFixture({ env: { SCHEDULER_MAX_RESENDS: '1', MAPELITES_SEED_POPULATION_SIZE: '0' } });
     try {
       const experimentId = fixture.settings.experiment.uuid;
-      const boss = fixture.boss!;
+      const boss = fixture.boss;
       const queue = fixture.settings.queue.name;
       const scheduler = schedulerFor(fixture);
       await scheduler.start();

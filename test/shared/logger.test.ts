@@ -130,7 +130,7 @@ describe('the console', () => {
       const { child, directory } = runChild('burst', 2000, true);
       // The reader falls behind for a moment, as a busy log collector does.
       child.child.stderr!.pause();
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await waitFor('the child to log while its stderr is not read', () => child.child.exitCode !== null || readLog(directory).some((line) => line.msg === 'line'), 20_000, 10);
       child.child.stderr!.resume();
       const exit = await child.waitExit(20_000);
       assert.equal(exit.code, 0, child.stderr().split('\n').filter((line) => /Error|EAGAIN/.test(line)).join('\n'));
@@ -162,8 +162,9 @@ describe('files', () => {
       log.logger.info({ i, padding: 'y'.repeat(150) }, 'rotating');
       await new Promise((resolve) => setImmediate(resolve));
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
     log.flush();
+    // pino-roll opens the next file asynchronously: wait until every line is on disk.
+    await waitFor('every line in the files', () => readLog(log.directory).length === count, 5000, 10);
     const files = jsonlFiles(log.directory).map((file) => path.basename(file));
     assert.ok(files.length >= 3, `several files: ${files.join(', ')}`);
     for (const file of files) assert.match(file, /^worker0001\.\d+\.jsonl$/);

@@ -22,14 +22,14 @@ after(() => fixture.close());
 async function sendJob(priority: number): Promise<{ jobId: string; queueJobId: string }> {
   return withTransaction(fixture.pool, async (client) => {
     const job = await insertJob(client, { experimentId: fixture.settings.experiment.uuid, baseCommit: fixture.rootCommit, priority });
-    const queueJobId = await sendEvolutionJob(fixture.boss!, fixture.settings.queue.name, job, client);
+    const queueJobId = await sendEvolutionJob(fixture.boss, fixture.settings.queue.name, job, client);
     await markQueued(client, job.id, queueJobId);
     return { jobId: job.id, queueJobId };
   });
 }
 
 async function fetchOne(): Promise<QueueJob & { state: string }> {
-  const [queueJob] = await fixture.boss!.fetch(fixture.settings.queue.name, { includeMetadata: true });
+  const [queueJob] = await fixture.boss.fetch(fixture.settings.queue.name, { includeMetadata: true });
   assert.ok(queueJob, 'a queue job was waiting');
   return queueJob;
 }
@@ -37,17 +37,17 @@ async function fetchOne(): Promise<QueueJob & { state: string }> {
 describe('queue contract', () => {
   test('a sent job carries only the row id, with the row priority, and is rolled back with its transaction', async () => {
     const { jobId, queueJobId } = await sendJob(7);
-    const [found] = await fixture.boss!.findJobs(fixture.settings.queue.name, { id: queueJobId });
+    const [found] = await fixture.boss.findJobs(fixture.settings.queue.name, { id: queueJobId });
     assert.deepEqual(found.data, { jobId });
     assert.equal(found.priority, 7);
 
     let rolledBack = '';
     await assert.rejects(withTransaction(fixture.pool, async (client) => {
-      rolledBack = await sendEvolutionJob(fixture.boss!, fixture.settings.queue.name, { id: jobId, priority: 0 }, client);
+      rolledBack = await sendEvolutionJob(fixture.boss, fixture.settings.queue.name, { id: jobId, priority: 0 }, client);
       throw new Error('roll back');
     }), /roll back/);
-    assert.equal((await fixture.boss!.findJobs(fixture.settings.queue.name, { id: rolledBack })).length, 0, 'no queue job outside the transaction');
-    await fixture.boss!.deleteJob(fixture.settings.queue.name, queueJobId);
+    assert.equal((await fixture.boss.findJobs(fixture.settings.queue.name, { id: rolledBack })).length, 0, 'no queue job outside the transaction');
+    await fixture.boss.deleteJob(fixture.settings.queue.name, queueJobId);
   });
 
   test('a message is parsed into a lower-case job id, or rejected as a precondition failure', () => {
@@ -60,7 +60,7 @@ describe('queue contract', () => {
 
   test('the fate of a queue job: missing, active, completed, failed with its reason, cancelled', async () => {
     const queue = fixture.settings.queue.name;
-    const boss = fixture.boss!;
+    const boss = fixture.boss;
     const none = await queueJobFate(boss, queue, null);
     assert.equal(none.state, 'missing');
     assert.match(none.state === 'missing' ? none.reason : '', /queue job \(none\) vanished/);
@@ -96,7 +96,7 @@ describe('queue contract', () => {
     const worker = new EvolutionWorker({
       settings: fixture.settings,
       pool: fixture.pool,
-      boss: fixture.boss!,
+      boss: fixture.boss,
       logger: silentLogger,
       repository: new WorkerRepository({ settings: { remoteUrl: fixture.remote, baseClone: fixture.settings.worker.git.baseClone }, pool: fixture.pool, logger: silentLogger, workerId: 'w', host: 'h' }),
       agent: { name: 'unused', mutate: () => Promise.reject(new Error('not run')) },
@@ -106,9 +106,9 @@ describe('queue contract', () => {
     await worker.handBack(queueJob, { claimed: false });
     const { rows } = await fixture.pool.query<{ queueJobId: string }>('SELECT queue_job_id AS "queueJobId" FROM evolution_jobs WHERE id = $1', [jobId]);
     assert.notEqual(rows[0].queueJobId, queueJob.id, 'the row points at the fresh queue job');
-    const [fresh] = await fixture.boss!.findJobs(fixture.settings.queue.name, { id: rows[0].queueJobId });
+    const [fresh] = await fixture.boss.findJobs(fixture.settings.queue.name, { id: rows[0].queueJobId });
     assert.equal(fresh.priority, 9);
     assert.deepEqual(fresh.data, { jobId });
-    assert.equal((await queueJobFate(fixture.boss!, fixture.settings.queue.name, queueJob.id)).state, 'completed');
+    assert.equal((await queueJobFate(fixture.boss, fixture.settings.queue.name, queueJob.id)).state, 'completed');
   });
 });

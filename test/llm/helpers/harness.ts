@@ -1,12 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ensureExperiment } from '../../../src/shared/db/experiments.ts';
 import { getJob, insertJob, markQueued, type EvolutionJob, type NewJob } from '../../../src/shared/db/jobs.ts';
-import { migrate } from '../../../src/shared/db/migrations/index.ts';
-import { createPool, type Pool } from '../../../src/shared/db/pool.ts';
+import { withTransaction, type Pool } from '../../../src/shared/db/pool.ts';
+import { openExperimentDatabase } from '../../../src/shared/experiment-database.ts';
 import { createConsoleLogger, type Logger } from '../../../src/shared/logger.ts';
-import { createBoss, ensureQueues, type PgBoss } from '../../../src/shared/queue.ts';
+import { sendEvolutionJob, type PgBoss } from '../../../src/shared/queue.ts';
 import { loadSettings, type Settings } from '../../../src/shared/settings/index.ts';
 import type { MutationAgent } from '../../../src/worker/agent.ts';
 import { EvolutionWorker, type JobOutcome } from '../../../src/worker/evolution-worker.ts';
@@ -55,23 +54,19 @@ export async function createHarness(options: { files: Record<string, string>; en
     ...options.env,
   };
   const settings = loadSettings({ env, dotenv: false, cwd: root });
-  const pool = createPool({ url, settings: settings.database, applicationName: 'llm-test' });
-  await migrate(pool, settings.database.schema);
-  await ensureExperiment(pool, settings.experiment);
-  const boss = createBoss({ url, settings, applicationName: 'llm-test-queue', supervise: false });
-  boss.on('error', () => undefined);
-  await boss.start();
-  await ensureQueues(boss, settings);
+  const database = await openExperimentDatabase({ settings, applicationName: 'llm-test', supervise: false });
+  const { pool, boss } = database;
   const logger = createConsoleLogger(process.env.LORELEY_TEST_LOG ?? 'silent');
   const repository = new WorkerRepository({ settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone }, pool, logger, workerId: 'worker-test', host: os.hostname() });
 
   return {
     settings, pool, boss, logger, remote, root, baseCommit: commit,
     async runJob(agent, fields = {}) {
-      const inserted = await insertJob(pool, { experimentId: settings.experiment.uuid, baseCommit: commit, ...fields });
-      const queueJobId = await boss.send(settings.queue.name, { jobId: inserted.id });
-      if (!queueJobId) throw new Error('the queue refused the job');
-      await markQueued(pool, inserted.id, queueJobId);
+      const inserted = await withTransaction(pool, async (client) => {
+        const job = await insertJob(client, { experimentId: settings.experiment.uuid, baseCommit: commit, ...fields });
+        await markQueued(client, job.id, await sendEvolutionJob(boss, settings.queue.name, job, client));
+        return job;
+      });
       const [queueJob] = await boss.fetch<{ jobId: string }>(settings.queue.name, { includeMetadata: true });
       const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: 'worker-test', host: os.hostname() });
       let outcome: JobOutcome | undefined;
@@ -84,8 +79,7 @@ export async function createHarness(options: { files: Record<string, string>; en
       return { job: (await getJob(pool, inserted.id))!, outcome, error };
     },
     async close() {
-      await boss.stop({ graceful: false, close: true }).catch(() => undefined);
-      await pool.end();
+      await database.close({ graceful: false }).catch(() => undefined);
     },
   };
 }
