@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { errorMessage, UserError } from '../shared/errors.ts';
-import { loadSettings, SettingsError, type Env, type Settings } from '../shared/settings/index.ts';
+import { loadReadOnlySettings, loadSettings, SettingsError, type Env, type ReadOnlySettings, type Settings } from '../shared/settings/index.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -12,8 +12,17 @@ export function fail(message: string, code = 1): never {
 }
 
 export function settingsOrExit(overrides: Env = {}, command = 'loreley'): Settings {
+  return loadOrExit(() => loadSettings({ overrides }), command);
+}
+
+/** For read-only commands (status, logs, report): the experiment and its database, not the agent or evaluator. */
+export function readOnlySettingsOrExit(overrides: Env = {}, command = 'loreley'): ReadOnlySettings {
+  return loadOrExit(() => loadReadOnlySettings({ overrides }), command);
+}
+
+function loadOrExit<T>(load: () => T, command: string): T {
   try {
-    return loadSettings({ overrides });
+    return load();
   } catch (error) {
     if (error instanceof SettingsError) {
       fail(`${command}: invalid settings (environment or .env):\n${error.problems.map((p) => `  ${p}`).join('\n')}`);

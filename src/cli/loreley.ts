@@ -1,10 +1,10 @@
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { exitOnError, overridesFrom, settingsOrExit, withCommonBehaviour } from './common.ts';
+import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, withCommonBehaviour } from './common.ts';
 import { EXAMPLES, initExample } from './init-example.ts';
 import { runChild } from './run-child.ts';
-import { collectStatus, formatStatus, statusDatabaseUrl } from './status.ts';
+import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
 
 /** How to start the supervisor from anywhere with this installation's Node. */
 function supervisorCommand(): string {
@@ -44,9 +44,9 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     'Show the experiment: jobs by status, the best commit, the processes',
     (y) => y.option('json', { type: 'boolean', default: false, describe: 'Print JSON' }),
     async (argv) => {
-      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley status');
+      const settings = readOnlySettingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley status');
       try {
-        const status = await collectStatus(settings, statusDatabaseUrl(settings));
+        const status = await withStatusDatabase(settings, (url, source) => collectStatus(settings, url, source));
         process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
       } catch (error) {
         exitOnError('loreley status', error);

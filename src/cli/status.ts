@@ -1,13 +1,13 @@
-import { countByStatus, JOB_STATUSES } from '../shared/db/jobs.ts';
+import { countByStatus, JOB_STATUSES, type JobStatus } from '../shared/db/jobs.ts';
 import { getExperiment } from '../shared/db/experiments.ts';
 import { createPool, PG_UNDEFINED_TABLE, pgErrorCode } from '../shared/db/pool.ts';
 import { getMetrics } from '../shared/db/results.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
 import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
 import { listWorkers } from '../shared/db/workers.ts';
-import { embeddedDatabaseDirectory, runningEmbeddedUrl } from '../shared/embedded-database.ts';
+import { embeddedDatabaseDirectory, NoEmbeddedCluster, openEmbeddedForReading } from '../shared/embedded-database.ts';
 import { UserError } from '../shared/errors.ts';
-import type { Settings } from '../shared/settings/index.ts';
+import type { ReadOnlySettings } from '../shared/settings/index.ts';
 
 /**
  * `loreley status`: one screen about an experiment, read from the database: jobs by status,
@@ -21,7 +21,29 @@ function age(from: Date, now: Date): string {
   return `${Math.round(seconds / 3600)}h`;
 }
 
-export async function collectStatus(settings: Settings, url: string): Promise<Record<string, unknown>> {
+/**
+ * What `loreley status --json` prints: the one documented shape (README "During and after a run").
+ * Times are ISO-8601 strings.
+ */
+export interface StatusReport {
+  readonly experiment: { readonly id: string; readonly slug: string; readonly namespace: string; readonly rootCommit: string | null; readonly finishedAt: string | null };
+  /** Evolution jobs by status (the baseline is not one of them); `budget` is SCHEDULER_MAX_TOTAL_JOBS. */
+  readonly jobs: Record<JobStatus, number> & { readonly total: number; readonly budget: number | null };
+  readonly fitness: {
+    readonly metric: string;
+    readonly baseline: number | null;
+    readonly best: { readonly commitHash: string; readonly value: number; readonly jobId: string | null } | null;
+  };
+  readonly workers: ReadonlyArray<{
+    readonly host: string; readonly workerId: string; readonly role: string; readonly pid: number; readonly state: string;
+    readonly currentJobId: string | null; readonly lastHeartbeat: string; readonly startedAt: string;
+  }>;
+  readonly usage: UsageTotals & { readonly maxCostUsd: number | null };
+  /** Where the numbers came from: DATABASE_URL, a running supervisor's embedded server, or one started for this command. */
+  readonly database: 'url' | 'embedded-running' | 'embedded-started';
+}
+
+export async function collectStatus(settings: ReadOnlySettings, url: string, database: StatusReport['database'] = 'url'): Promise<StatusReport> {
   const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-status', max: 1 });
   try {
     const experimentId = settings.experiment.uuid;
@@ -42,11 +64,15 @@ export async function collectStatus(settings: Settings, url: string): Promise<Re
     const rootMetrics = experiment.rootCommit ? await getMetrics(pool, experimentId, experiment.rootCommit) : [];
     const baseline = rootMetrics.find((metric) => metric.name === fitness)?.value ?? null;
     return {
-      experiment: { id: experimentId, slug: settings.experiment.raw, namespace: settings.experiment.namespace, rootCommit: experiment.rootCommit, finishedAt: experiment.finishedAt },
+      experiment: { id: experimentId, slug: settings.experiment.raw, namespace: settings.experiment.namespace, rootCommit: experiment.rootCommit, finishedAt: experiment.finishedAt?.toISOString() ?? null },
       jobs: { ...statuses, total: counts.total, budget: settings.scheduler.maxTotalJobs ?? null },
       fitness: { metric: fitness, baseline, best: best ?? null },
-      workers,
+      workers: workers.map((w) => ({
+        host: w.host, workerId: w.workerId, role: w.role, pid: w.pid, state: w.state, currentJobId: w.currentJobId,
+        lastHeartbeat: w.lastHeartbeat.toISOString(), startedAt: w.startedAt.toISOString(),
+      })),
       usage: { ...usage, maxCostUsd: settings.agent.maxCostUsd ?? null },
+      database,
     };
   } finally {
     await pool.end().catch(() => undefined);
@@ -60,30 +86,48 @@ function usageLine(usage: UsageTotals & { maxCostUsd: number | null }): string {
   return `models      ${usage.calls} calls (${usage.failedCalls} failed), ${usage.promptTokens} prompt + ${usage.completionTokens} completion tokens, $${usage.costUsd.toFixed(4)}${budget} [${models}]`;
 }
 
-export function formatStatus(status: Record<string, unknown>, now = new Date()): string {
-  const experiment = status.experiment as { slug: string; namespace: string; rootCommit: string | null; finishedAt: Date | null };
-  const jobs = status.jobs as Record<string, number | null>;
-  const fitness = status.fitness as { metric: string; baseline: number | null; best: { commitHash: string; value: number } | null };
-  const workers = status.workers as Array<{ host: string; workerId: string; role: string; pid: number; state: string; currentJobId: string | null; lastHeartbeat: Date }>;
+export function formatStatus(status: StatusReport, now = new Date()): string {
+  const { experiment, jobs, fitness, workers } = status;
   const lines = [
-    `experiment  ${experiment.slug} (${experiment.namespace})${experiment.finishedAt ? `, finished ${experiment.finishedAt.toISOString()}` : ''}`,
+    `experiment  ${experiment.slug} (${experiment.namespace})${experiment.finishedAt ? `, finished ${experiment.finishedAt}` : ''}`,
     `root        ${experiment.rootCommit ?? '(not recorded yet)'}`,
     `jobs        ${jobs.total}${jobs.budget !== null ? ` of ${jobs.budget}` : ''}: ${JOB_STATUSES.map((s) => `${s} ${jobs[s] ?? 0}`).join(', ')}`,
     `fitness     ${fitness.metric}: best ${fitness.best ? `${fitness.best.value} at ${fitness.best.commitHash.slice(0, 12)}` : '-'}${fitness.baseline !== null ? `, baseline ${fitness.baseline}` : ''}`,
-    usageLine(status.usage as UsageTotals & { maxCostUsd: number | null }),
+    usageLine(status.usage),
     'processes',
   ];
   for (const w of workers) {
-    lines.push(`  ${w.host}/${w.workerId.padEnd(16)} ${w.role.padEnd(9)} pid ${String(w.pid).padEnd(7)} ${w.state.padEnd(8)} ${w.currentJobId ? `job ${w.currentJobId.slice(0, 8)} ` : ''}seen ${age(w.lastHeartbeat, now)} ago`);
+    lines.push(`  ${w.host}/${w.workerId.padEnd(16)} ${w.role.padEnd(9)} pid ${String(w.pid).padEnd(7)} ${w.state.padEnd(8)} ${w.currentJobId ? `job ${w.currentJobId.slice(0, 8)} ` : ''}seen ${age(new Date(w.lastHeartbeat), now)} ago`);
   }
   if (workers.length === 0) lines.push('  (none reported yet)');
   return `${lines.join('\n')}\n`;
 }
 
-/** The database to read: DATABASE_URL, else the embedded server a supervisor is running. */
-export function statusDatabaseUrl(settings: Settings): string {
-  if (settings.database.url) return settings.database.url;
-  const url = runningEmbeddedUrl(embeddedDatabaseDirectory(settings.dataDir, settings.experiment.namespace));
-  if (!url) throw new UserError('no DATABASE_URL and no running embedded database for this experiment (start loreley-supervisor here, or set DATABASE_URL)');
-  return url;
+/**
+ * The database to read: DATABASE_URL; else the embedded server a running supervisor started; else
+ * the experiment's embedded cluster, started for this command and stopped by `release` (a
+ * supervisor starting meanwhile waits for that, see embedded-database.ts).
+ */
+export async function openStatusDatabase(settings: ReadOnlySettings): Promise<{ url: string; source: StatusReport['database']; release(): Promise<void> }> {
+  if (settings.database.url) return { url: settings.database.url, source: 'url', release: async () => undefined };
+  const directory = embeddedDatabaseDirectory(settings.dataDir, settings.experiment.namespace);
+  try {
+    const access = await openEmbeddedForReading({ directory });
+    return { url: access.url, source: access.started ? 'embedded-started' : 'embedded-running', release: () => access.release() };
+  } catch (error) {
+    if (error instanceof NoEmbeddedCluster) {
+      throw new UserError(`no DATABASE_URL and no running embedded database for this experiment, and no embedded database in ${directory} to start (run loreley-supervisor in the experiment's directory, or set DATABASE_URL)`);
+    }
+    throw error;
+  }
+}
+
+/** Opens the database, runs `read`, and always stops a server started for it. */
+export async function withStatusDatabase<T>(settings: ReadOnlySettings, read: (url: string, source: StatusReport['database']) => Promise<T>): Promise<T> {
+  const access = await openStatusDatabase(settings);
+  try {
+    return await read(access.url, access.source);
+  } finally {
+    await access.release();
+  }
 }

@@ -32,6 +32,11 @@ export interface EmbeddedDatabaseOptions {
   readonly onLog?: (message: string) => void;
   /** Enough for a few dozen children with small pools. */
   readonly maxConnections?: number;
+  /**
+   * A supervisor that finds a read-only command (`loreley status`) holding the cluster waits this
+   * long for it to finish rather than failing; default 60 s.
+   */
+  readonly readerWaitMs?: number;
 }
 
 interface Binaries {
@@ -80,9 +85,13 @@ function runningUrlFile(directory: string): string {
 /** The URL of the embedded server a supervisor is running from `directory`, if any. */
 export function runningEmbeddedUrl(directory: string): string | undefined {
   const file = runningUrlFile(path.resolve(directory));
-  const owner = ownerFile(path.resolve(directory));
-  if (!existsSync(file) || !existsSync(owner) || !processAlive(Number(readFileSync(owner, 'utf8').trim()))) return undefined;
-  return readFileSync(file, 'utf8').trim() || undefined;
+  const holder = readClaim(ownerFile(path.resolve(directory)));
+  if (!existsSync(file) || !holder || holder.kind !== 'owner' || !processAlive(holder.pid)) return undefined;
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined; // The supervisor stopped between the two reads.
+  }
 }
 
 export function freePort(): Promise<number> {
@@ -124,23 +133,87 @@ function ownerFile(directory: string): string {
   return path.join(directory, 'owner.pid');
 }
 
+/**
+ * Who holds a cluster: `<pid>` for a supervisor (the owner), `<pid> reader` for a read-only command
+ * that started the server for a moment and stops it again.
+ */
+type ClaimKind = 'owner' | 'reader';
+interface Claim {
+  readonly pid: number;
+  readonly kind: ClaimKind;
+  readonly text: string;
+}
+
+function readClaim(file: string): Claim | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const [pid, kind] = text.trim().split(/\s+/);
+  return { pid: Number(pid), kind: kind === 'reader' ? 'reader' : 'owner', text };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Thrown to a read-only command when a supervisor owns the cluster: read through its server instead. */
+class OwnedBySupervisor extends Error {
+  readonly pid: number;
+  constructor(pid: number) {
+    super(`a supervisor (pid ${pid}) is running the embedded database`);
+    this.pid = pid;
+  }
+}
 
 /**
- * One supervisor per embedded cluster. The server runs in its own session, so a supervisor that
- * was killed leaves it running: the next one stops that orphan before starting afresh, but never
- * a server whose supervisor is still alive.
+ * One process at a time holds an embedded cluster; the claim is a file created exclusively, so
+ * two starters never both win. A claim whose process is gone is stale and taken over. A supervisor
+ * that meets a reader waits for it (a `loreley status` holds the cluster for about a second), so a
+ * read-only command never locks a supervisor out; a reader that meets a supervisor reads through
+ * the supervisor's server; two readers take turns.
  */
-async function claimOwnership(directory: string, dataDir: string, bins: Binaries, owner: { uid: number; gid: number } | undefined, onLog?: (m: string) => void): Promise<void> {
+async function claim(directory: string, kind: ClaimKind, waitMs: number, onLog?: (m: string) => void): Promise<void> {
   const file = ownerFile(directory);
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new Error(`another Loreley process (pid ${pid}) is running the embedded database in ${directory}; stop it first or set DATABASE_URL to share a server`);
+  const mine = `${process.pid}${kind === 'reader' ? ' reader' : ''}\n`;
+  const deadline = Date.now() + waitMs;
+  let announced = false;
+  for (;;) {
+    try {
+      writeFileSync(file, mine, { flag: 'wx' });
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
+    const holder = readClaim(file);
+    if (!holder) continue; // Released between our two calls.
+    const alive = Number.isInteger(holder.pid) && holder.pid > 0 && processAlive(holder.pid);
+    if (!alive || holder.pid === process.pid) {
+      // Stale (its process was killed) or ours from before: taken over, unless someone else did first.
+      if (readClaim(file)?.text === holder.text) rmSync(file, { force: true });
+      continue;
+    }
+    if (holder.kind === 'owner') {
+      if (kind === 'reader') throw new OwnedBySupervisor(holder.pid);
+      throw new Error(`another Loreley process (pid ${holder.pid}) is running the embedded database in ${directory}; stop it first or set DATABASE_URL to share a server`);
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`a read-only Loreley command (pid ${holder.pid}) has held the embedded database in ${directory} for over ${Math.round(waitMs / 1000)}s; try again once it has finished`);
+    }
+    if (!announced) {
+      onLog?.(`waiting for a read-only Loreley command (pid ${holder.pid}) to finish with the embedded database`);
+      announced = true;
+    }
+    await sleep(100);
   }
-  writeFileSync(file, `${process.pid}\n`);
+}
+
+/** The server a supervisor that was killed left running (in its own session) is stopped first. */
+async function stopLeftover(dataDir: string, bins: Binaries, owner: { uid: number; gid: number } | undefined, onLog?: (m: string) => void): Promise<void> {
   if (existsSync(path.join(dataDir, 'postmaster.pid'))) {
-    onLog?.('stopping an embedded server left running by a supervisor that did not stop it');
+    onLog?.('stopping an embedded server left running by a process that did not stop it');
     await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, onLog).catch(() => undefined);
   }
 }
@@ -179,16 +252,31 @@ function clusterDirectory(directory: string, asRoot: boolean): string {
 const RELOCATED_ROOT = '/var/lib/loreley/postgres';
 
 export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): Promise<EmbeddedDatabase> {
+  return start(options, 'owner');
+}
+
+async function start(options: EmbeddedDatabaseOptions, kind: ClaimKind): Promise<EmbeddedDatabase> {
   const directory = path.resolve(options.directory);
   mkdirSync(directory, { recursive: true, mode: 0o755 });
   chmodSync(directory, 0o755);
-  const password = readOrCreatePassword(directory);
   const bins = await binaries();
+  await claim(directory, kind, options.readerWaitMs ?? 60_000, options.onLog);
+  try {
+    return await startClaimed(options, directory, bins, kind);
+  } catch (error) {
+    rmSync(ownerFile(directory), { force: true });
+    throw error;
+  }
+}
+
+async function startClaimed(options: EmbeddedDatabaseOptions, directory: string, bins: Binaries, kind: ClaimKind): Promise<EmbeddedDatabase> {
+  const password = readOrCreatePassword(directory);
   const cluster = clusterDirectory(directory, process.getuid?.() === 0);
   if (cluster !== directory) options.onLog?.(`the postgres user cannot reach ${directory}: keeping the cluster in ${cluster}`);
   const dataDir = path.join(cluster, 'data');
 
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    if (kind === 'reader') throw new NoEmbeddedCluster(directory);
     const EmbeddedPostgres = await loadEmbeddedPostgres();
     const cluster = new EmbeddedPostgres({
       databaseDir: dataDir,
@@ -204,7 +292,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   }
 
   const owner = postgresOwner();
-  await claimOwnership(directory, dataDir, bins, owner, options.onLog);
+  await stopLeftover(dataDir, bins, owner, options.onLog);
   const port = await freePort();
   const logFile = path.join(cluster, 'server.log');
   if (owner && !existsSync(logFile)) {
@@ -234,8 +322,9 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   }
 
   const url = `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`;
-  // Lets `loreley status` and other one-off commands find the running server.
-  writeFileSync(runningUrlFile(directory), `${url}\n`, { mode: 0o600 });
+  // Lets `loreley status` and other one-off commands find a supervisor's server. A reader's
+  // server is private: it stops as soon as its command is done.
+  if (kind === 'owner') writeFileSync(runningUrlFile(directory), `${url}\n`, { mode: 0o600 });
   let stopped = false;
   const database: EmbeddedDatabase = {
     url,
@@ -249,10 +338,49 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
     async stop() {
       if (stopped) return;
       stopped = true;
-      rmSync(runningUrlFile(directory), { force: true });
+      if (kind === 'owner') rmSync(runningUrlFile(directory), { force: true });
       await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, options.onLog);
-      rmSync(ownerFile(directory), { force: true });
+      // Only our own claim is released: a stale one may have been taken over meanwhile.
+      if (readClaim(ownerFile(directory))?.pid === process.pid) rmSync(ownerFile(directory), { force: true });
     },
   };
   return database;
+}
+
+/** A read-only command found no cluster: nothing has run with the embedded database here. */
+export class NoEmbeddedCluster extends Error {
+  constructor(directory: string) {
+    super(`no embedded database in ${directory}: nothing has run here yet (run loreley-supervisor in the experiment's directory, or set DATABASE_URL)`);
+    this.name = 'NoEmbeddedCluster';
+  }
+}
+
+export interface ReadAccess {
+  readonly url: string;
+  /** Whether this command started the server (and `release` stops it) or reads a supervisor's. */
+  readonly started: boolean;
+  release(): Promise<void>;
+}
+
+/**
+ * A database URL for a read-only command (`loreley status`, `report`): the running supervisor's
+ * server when there is one; otherwise the cluster is started for the command as a reader and
+ * stopped by `release`. A supervisor starting meanwhile waits for the release (see `claim`).
+ */
+export async function openEmbeddedForReading(options: Pick<EmbeddedDatabaseOptions, 'directory' | 'onLog'> & { readonly waitMs?: number }): Promise<ReadAccess> {
+  const directory = path.resolve(options.directory);
+  const deadline = Date.now() + (options.waitMs ?? 60_000);
+  for (;;) {
+    const running = runningEmbeddedUrl(directory);
+    if (running) return { url: running, started: false, release: async () => undefined };
+    if (!existsSync(directory)) throw new NoEmbeddedCluster(directory);
+    try {
+      const database = await start({ directory, onLog: options.onLog, maxConnections: 20, readerWaitMs: Math.max(0, deadline - Date.now()) }, 'reader');
+      return { url: database.url, started: true, release: () => database.stop() };
+    } catch (error) {
+      // A supervisor holds it but has not written its URL yet (it is starting): wait for the URL.
+      if (!(error instanceof OwnedBySupervisor) || Date.now() >= deadline) throw error;
+      await sleep(100);
+    }
+  }
 }

@@ -16,6 +16,7 @@ export type { AgentSettings } from './agent.ts';
 export type { ArchiveSettings } from './archive.ts';
 export type { CoreSettings, DatabaseSettings, LogSettings } from './core.ts';
 export type { SchedulerSettings } from './scheduler.ts';
+export { loadReadOnlySettings, type ReadOnlySettings } from './read-only.ts';
 export type { SupervisorSettings } from './supervisor.ts';
 export type { RepositorySettings } from './repository.ts';
 export type { CommandSettings, WorkerSettings } from './worker.ts';
@@ -42,7 +43,7 @@ export interface LoadSettingsOptions {
   dotenv?: boolean;
 }
 
-function deepFreeze<T>(value: T): T {
+export function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
