@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { resolveExperiment, bestBranchName } from '../shared/experiment.ts';
@@ -7,7 +7,8 @@ import { initExample } from './init-example.ts';
 
 /**
  * `npm start`: the bundled circle-packing example, end to end, on the embedded database with four
- * workers and a small budget; then the best score, its commit, and where the logs are.
+ * workers and a small budget; the supervisor ends it with the run's summary (best score, its commit,
+ * jobs, cost, where the logs and the report are).
  * LORELEY_DEMO_DIR (default .loreley/demo) keeps the experiment; LORELEY_DEMO_MAX_JOBS sets the budget.
  */
 
@@ -36,42 +37,11 @@ process.on('SIGINT', () => undefined);
 process.on('SIGTERM', () => child.kill('SIGTERM'));
 const code: number = await new Promise((resolve) => child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
 
+// The supervisor printed the run's summary (best score and commit, jobs, cost, where the logs and
+// the report are); the demo adds only what is particular to this example.
 const experiment = resolveExperiment('circle-packing');
-const logsDir = path.join(directory, 'logs', experiment.namespace);
-const supervisorLogs = path.join(logsDir, 'supervisor', 'supervisor');
-let summary: Record<string, unknown> | undefined;
-if (existsSync(supervisorLogs)) {
-  for (const file of readdirSync(supervisorLogs).sort()) {
-    for (const line of readFileSync(path.join(supervisorLogs, file), 'utf8').split('\n')) {
-      if (!line.includes('scheduler reports the run finished')) continue;
-      try {
-        summary = (JSON.parse(line) as { summary?: Record<string, unknown> }).summary ?? summary;
-      } catch {
-        // A torn line; the next one will do.
-      }
-    }
-  }
+if (code === 0) {
+  process.stdout.write(`  program   git -C ${path.join(directory, 'remote.git')} show ${bestBranchName(experiment)}:pack.js\n`);
+  process.stdout.write(`  loreley   run the commands above in ${directory} as: ${process.execPath} ${path.join(root, 'bin', 'loreley.js')} …\n`);
 }
-
-process.stdout.write('\n');
-if (summary) {
-  const best = summary.best as { commit?: string; fitness?: number; metrics?: Record<string, number> } | null | undefined;
-  const baseline = summary.baseline as { fitness?: number } | null | undefined;
-  const jobs = summary.jobs as Record<string, number> | undefined;
-  process.stdout.write(`Run finished: ${jobs ? Object.entries(jobs).map(([status, count]) => `${status} ${count}`).join(', ') : ''}\n`);
-  if (best?.commit) {
-    const sum = best.metrics?.sum_radii;
-    process.stdout.write(
-      `Best score:    combined_score ${best.fitness?.toFixed(4)}${sum !== undefined ? ` (sum of radii ${sum.toFixed(4)})` : ''}` +
-        `${baseline?.fitness !== undefined ? `, baseline ${baseline.fitness.toFixed(4)}` : ''}\n`,
-    );
-    process.stdout.write(`Best commit:   ${best.commit} (branch ${bestBranchName(experiment)})\n`);
-  }
-  process.stdout.write(`Best program:  git -C ${path.join(directory, 'remote.git')} show ${bestBranchName(experiment)}:pack.js\n`);
-  process.stdout.write(`Full summary:  ${JSON.stringify(summary)}\n`);
-} else {
-  process.stdout.write(`The run did not report a final summary (supervisor exit code ${code}).\n`);
-}
-process.stdout.write(`Logs (JSONL):  ${logsDir}/<role>/<worker id>/*.jsonl\n`);
-process.stdout.write(`  e.g.         tail -f ${path.join(logsDir, 'worker', 'worker0001')}/*.jsonl\n`);
 process.exit(code);

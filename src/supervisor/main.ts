@@ -7,8 +7,8 @@ import { errorMessage } from '../shared/errors.ts';
 import { createProcessLog, urlPasswords } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
 import type { Settings } from '../shared/settings/index.ts';
-import { statusLine } from './status.ts';
 import { LostJobs } from './lost-jobs.ts';
+import { RunObserver } from './observer.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface SupervisorRunOptions {
@@ -50,7 +50,9 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   // database half up. It is remembered and honoured once there is something to stop.
   let supervisor: Supervisor | undefined;
   let stopRequested: NodeJS.Signals | undefined;
+  let signalled: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
+    signalled ??= signal;
     if (supervisor) {
       supervisor.stop(signal);
     } else if (!stopRequested) {
@@ -104,6 +106,9 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   }
 
   const lostJobs = new LostJobs({ url, settings, logger });
+  const observer = new RunObserver({ settings, url, logger, view: () => supervisor?.view() ?? [] });
+  await observer.start();
+
   supervisor = new Supervisor({
     settings: settings.supervisor,
     logger,
@@ -114,19 +119,17 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     lostJobs,
   });
 
+  let finished = false;
   supervisor.on('done', (summary) => {
+    finished = true;
     if (settings.supervisor.exitWhenDone) supervisor.stop('the run is finished (--exit-when-done)');
     else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
   });
-  let statusTimer: NodeJS.Timeout | undefined;
-  if (settings.supervisor.statusIntervalSeconds > 0) {
-    statusTimer = setInterval(() => logger.info({ status: statusLine(supervisor.view()) }, 'status'), settings.supervisor.statusIntervalSeconds * 1000);
-    statusTimer.unref();
-  }
+  observer.startStatusLine(settings.supervisor.statusIntervalSeconds);
 
   supervisor.start();
   const code = await supervisor.stopped;
-  clearInterval(statusTimer);
+  await observer.finish(code !== 0 ? { kind: 'failed', code } : finished || !signalled ? { kind: 'finished' } : { kind: 'stopped', signal: signalled });
   await lostJobs.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);

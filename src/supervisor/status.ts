@@ -1,3 +1,5 @@
+import type { Progress } from './progress.ts';
+import { formatCost, formatScore } from './summary.ts';
 import type { SlotView } from './supervisor.ts';
 
 function shortState(slot: SlotView): string {
@@ -7,10 +9,19 @@ function shortState(slot: SlotView): string {
   return `${slot.id}=${slot.state}${job}${rss}${restarts}`;
 }
 
-/** One compact line: counts by state, then every slot. */
-export function statusLine(slots: readonly SlotView[]): string {
+/** Jobs done of the budget, the best score so far and the money spent. */
+export function progressLine(progress: Progress): string {
+  const done = progress.jobs.succeeded + progress.jobs.failed + progress.jobs.cancelled;
+  const jobs = `jobs ${done}${progress.budget !== null ? `/${progress.budget}` : ''} done${progress.jobs.running ? `, ${progress.jobs.running} running` : ''}`;
+  const best = progress.best ? `best ${formatScore(progress.best.value)}` : 'best -';
+  const cost = progress.maxCostUsd !== null ? `${formatCost(progress.usage.costUsd)} of ${formatCost(progress.maxCostUsd)}` : formatCost(progress.usage.costUsd);
+  return `${jobs}, ${best}, ${cost}`;
+}
+
+/** One compact line: the run's progress (when known), counts by state, then every slot. */
+export function statusLine(slots: readonly SlotView[], progress?: Progress): string {
   const counts = new Map<string, number>();
   for (const slot of slots) counts.set(slot.state, (counts.get(slot.state) ?? 0) + 1);
   const summary = [...counts.entries()].map(([state, count]) => `${count} ${state}`).join(', ');
-  return `${summary} | ${slots.map(shortState).join(' ')}`;
+  return `${progress ? `${progressLine(progress)} | ` : ''}${summary} | ${slots.map(shortState).join(' ')}`;
 }
