@@ -1,8 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
+import { UserError } from '../shared/errors.ts';
+import type { LogLevel } from '../shared/settings/index.ts';
 import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, withCommonBehaviour } from './common.ts';
 import { EXAMPLES, initExample } from './init-example.ts';
+import { LOG_ROLES, parseSince, runLogs } from './logs.ts';
 import { runChild } from './run-child.ts';
 import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
 
@@ -50,6 +53,45 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
         process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
       } catch (error) {
         exitOnError('loreley status', error);
+      }
+    },
+  )
+  .command(
+    'logs [ids..]',
+    'Show the experiment\'s logs, every process merged in time order (like pm2 logs); -f to follow',
+    (y) =>
+      y
+        .positional('ids', { type: 'string', array: true, describe: 'Process ids (worker0001, scheduler0001, supervisor); none: every process' })
+        .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'Keep printing new lines, across rotations and new processes' })
+        .option('level', { type: 'string', choices: LOG_LEVELS, describe: 'Only this level and above' })
+        .option('job', { type: 'string', describe: 'Only lines of this job (its id or first characters)' })
+        .option('since', { type: 'string', describe: 'Only lines since a time (2026-11-23T19:30:00Z) or a duration ago (10m, 2h, 1d)' })
+        .option('role', { type: 'string', choices: LOG_ROLES, describe: 'Only processes of this role' })
+        .option('lines', { alias: 'n', type: 'number', describe: 'Only the last N lines already written (default all; 10 with --follow)' })
+        .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSONL lines' }),
+    async (argv) => {
+      const settings = readOnlySettingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley logs');
+      try {
+        if (argv.lines !== undefined && (!Number.isInteger(argv.lines) || argv.lines < 0)) throw new UserError('--lines must be a whole number >= 0');
+        const stop = new AbortController();
+        process.once('SIGINT', () => stop.abort());
+        process.once('SIGTERM', () => stop.abort());
+        // `loreley logs | head`: the reader went away; that is the end, not an error.
+        process.stdout.on('error', (error: NodeJS.ErrnoException) => (error.code === 'EPIPE' ? process.exit(0) : exitOnError('loreley logs', error)));
+        await runLogs(settings, {
+          ids: (argv.ids ?? []).map(String),
+          follow: argv.follow,
+          level: argv.level as LogLevel | undefined,
+          job: argv.job,
+          since: argv.since !== undefined ? parseSince(argv.since) : undefined,
+          role: argv.role,
+          json: argv.json,
+          lines: argv.lines,
+          colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
+          signal: stop.signal,
+        });
+      } catch (error) {
+        exitOnError('loreley logs', error);
       }
     },
   )
