@@ -16,6 +16,7 @@ const argv = await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley-su
   .option('drain-timeout', { type: 'number', describe: 'Seconds a draining worker may finish its job (SUPERVISOR_DRAIN_TIMEOUT_SECONDS)' })
   .option('exit-when-done', { type: 'boolean', describe: 'Drain and exit 0 when the scheduler reports the run finished' })
   .option('max-jobs', { type: 'number', describe: 'Job budget (SCHEDULER_MAX_TOTAL_JOBS)' })
+  .option('metrics-port', { type: 'number', describe: 'Serve Prometheus metrics on this port, loopback only unless SUPERVISOR_METRICS_HOST (SUPERVISOR_METRICS_PORT)' })
   .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'], describe: 'LOG_LEVEL' })
   .check((args) => {
     if (args.workers !== undefined && (!Number.isInteger(args.workers) || args.workers < 0)) throw new Error('--workers must be a whole number >= 0');
@@ -23,6 +24,8 @@ const argv = await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley-su
     const drainTimeout = args.drainTimeout as number | undefined;
     if (maxJobs !== undefined && (!Number.isInteger(maxJobs) || maxJobs < 0)) throw new Error('--max-jobs must be a whole number >= 0');
     if (drainTimeout !== undefined && !(drainTimeout >= 0)) throw new Error('--drain-timeout must be a number of seconds >= 0');
+    const metricsPort = args.metricsPort as number | undefined;
+    if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new Error('--metrics-port must be a port number (0-65535)');
     return true;
   })
   .parseAsync();
@@ -34,6 +37,7 @@ const overrides = overridesFrom({
   SUPERVISOR_DRAIN_TIMEOUT_SECONDS: argv.drainTimeout,
   SUPERVISOR_EXIT_WHEN_DONE: argv.exitWhenDone,
   SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs,
+  SUPERVISOR_METRICS_PORT: argv.metricsPort,
   LOG_LEVEL: argv.logLevel,
 });
 const settings = settingsOrExit(overrides, 'loreley-supervisor');

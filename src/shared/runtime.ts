@@ -3,6 +3,7 @@ import type { Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
 import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from './ipc.ts';
+import { answerMetricsRequests } from './metrics.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
 import { openExperimentDatabase, type ExperimentDatabase } from './experiment-database.ts';
 import type { PgBoss } from './queue.ts';
@@ -127,6 +128,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     }
   };
   process.on('message', onMessage);
+  answerMetricsRequests();
   // Without a supervisor there is nobody to restart us or to drain us: leave rather than orphan.
   const onDisconnect = () => {
     logger.warn('supervisor is gone (IPC disconnected): stopping');

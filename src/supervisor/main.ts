@@ -107,7 +107,13 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
 
   const lostJobs = new LostJobs({ url, settings, logger });
   const observer = new RunObserver({ settings, url, logger, view: () => supervisor?.view() ?? [] });
-  await observer.start();
+  try {
+    await observer.start();
+  } catch (error) {
+    await stopDatabase();
+    log.flush();
+    throw error;
+  }
 
   supervisor = new Supervisor({
     settings: settings.supervisor,

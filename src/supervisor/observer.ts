@@ -3,6 +3,8 @@ import { createPool, type Pool } from '../shared/db/pool.ts';
 import { bestBranchName } from '../shared/experiment.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Settings } from '../shared/settings/index.ts';
+import { errorMessage } from '../shared/errors.ts';
+import { startMetricsServer, type MetricsServer } from './metrics.ts';
 import { readProgress, type Progress } from './progress.ts';
 import { statusLine } from './status.ts';
 import { formatRunSummary, type RunOutcome } from './summary.ts';
@@ -35,6 +37,7 @@ export class RunObserver {
   private latest: Progress | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reading: Promise<Progress | undefined> | undefined;
+  private metrics: MetricsServer | undefined;
 
   constructor(options: RunObserverOptions) {
     this.options = options;
@@ -42,9 +45,31 @@ export class RunObserver {
     this.pool.on('error', (error) => options.logger.debug({ err: error }, 'observer connection error'));
   }
 
-  /** Reads where the run starts from; call before the children start. */
+  /**
+   * Reads where the run starts from and opens the metrics endpoint (`--metrics-port`); call before
+   * the children start. Throws when the endpoint cannot listen (the port is taken).
+   */
   async start(): Promise<void> {
     this.atStart = await this.refresh();
+    const { supervisor } = this.options.settings;
+    if (supervisor.metricsPort === undefined) return;
+    try {
+      this.metrics = await startMetricsServer({
+        host: supervisor.metricsHost,
+        port: supervisor.metricsPort,
+        logger: this.options.logger,
+        view: this.options.view,
+        progress: () => this.refresh(),
+      });
+    } catch (error) {
+      await this.pool.end().catch(() => undefined);
+      throw new Error(`the metrics endpoint cannot listen on ${supervisor.metricsHost}:${supervisor.metricsPort}: ${errorMessage(error)}`);
+    }
+  }
+
+  /** The metrics endpoint's URL, when there is one. */
+  get metricsUrl(): string | undefined {
+    return this.metrics?.url;
   }
 
   /** The latest progress, read again (one read at a time; concurrent callers share it). */
@@ -75,6 +100,7 @@ export class RunObserver {
   /** Prints the end-of-run summary to stdout and closes the pool. */
   async finish(outcome: RunOutcome): Promise<void> {
     clearInterval(this.timer);
+    await this.metrics?.close();
     const { settings } = this.options;
     const progress = await this.refresh();
     await this.pool.end().catch(() => undefined);
@@ -90,9 +116,9 @@ export class RunObserver {
       wallMs: Date.now() - this.startedAt,
       checkout: {
         branch: bestBranchName(settings.experiment),
-        remoteUrl: settings.worker.repo.remoteUrl,
-        pushed: settings.worker.repo.push,
-        baseClone: settings.worker.repo.worktree,
+        remoteUrl: settings.repository.remoteUrl,
+        pushed: settings.repository.push,
+        baseClone: settings.worker.git.baseClone,
       },
       logsDirectory: path.join(settings.logs.baseDir, 'logs', settings.experiment.namespace),
       reportFile: defaultReportFile(settings),

@@ -1,4 +1,4 @@
-import { countElites } from '../shared/db/archive.ts';
+import { countElitesByIsland } from '../shared/db/archive.ts';
 import { countByStatus, findJobsByKind, type JobStatus } from '../shared/db/jobs.ts';
 import type { Queryable } from '../shared/db/pool.ts';
 import { getMetrics } from '../shared/db/results.ts';
@@ -30,12 +30,12 @@ export type ProgressSettings = Pick<ReadOnlySettings, 'experiment' | 'archive' |
 export async function readProgress(db: Queryable, settings: ProgressSettings): Promise<Progress> {
   const id = settings.experiment.uuid;
   const metric = settings.archive.fitnessMetric;
-  const [jobs, counts, best, usage, elites, baselines] = await Promise.all([
+  const [jobs, counts, best, usage, byIsland, baselines] = await Promise.all([
     countByStatus(db, id),
     jobCounts(db, id),
     bestByMetric(db, id, metric, settings.archive.fitnessHigherIsBetter),
     usageTotals(db, id),
-    countElites(db, id),
+    countElitesByIsland(db, id),
     findJobsByKind(db, id, 'baseline'),
   ]);
   const baselineJob = baselines.at(-1);
@@ -44,6 +44,7 @@ export async function readProgress(db: Queryable, settings: ProgressSettings): P
     const metrics = baselineJob.status === 'succeeded' ? await getMetrics(db, id, baselineJob.baseCommit) : [];
     baseline = { status: baselineJob.status, fitness: metrics.find((m) => m.name === metric)?.value ?? null };
   }
+  const elites = [...byIsland.values()].reduce((sum, count) => sum + count, 0);
   const cells = settings.archive.cellsPerDim ** settings.archive.dimensions * settings.archive.islands;
   return {
     jobs,

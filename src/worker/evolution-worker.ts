@@ -1,4 +1,5 @@
 import { jobBranchName } from '../shared/experiment.ts';
+import { observeJobDone, observeJobPickup } from '../shared/metrics.ts';
 import { handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
@@ -74,6 +75,7 @@ export class EvolutionWorker {
     const job = await this.claim(jobId, queueJob);
     const log = logger.child({ jobId });
     const started = performance.now();
+    observeJobPickup(job.queuedAt, job.startedAt);
     log.info({ baseCommit: job.baseCommit, kind: job.kind, attempt: job.attempts, queueJobId: queueJob.id }, 'job started');
 
     const branch = jobBranchName(settings.experiment, jobId);
@@ -143,9 +145,11 @@ export class EvolutionWorker {
         await completeQueueJob(this.options.boss, settings.queue.name, queueJob, { commit }, client);
       });
       log.info({ commit, metrics: Object.fromEntries(evaluation.metrics.map((m) => [m.name, m.value])), ms: Math.round(performance.now() - started) }, 'job complete');
+      observeJobDone('succeeded', (performance.now() - started) / 1000);
       return { jobId, commit };
     } catch (error) {
       const cause = signal.aborted && signal.reason instanceof JobHandedBack ? signal.reason : error;
+      observeJobDone(cause instanceof JobHandedBack ? 'handed_back' : 'failed', (performance.now() - started) / 1000);
       if (!(cause instanceof JobHandedBack)) {
         await this.recordFailure(job, queueJob, cause, { ...artifacts, ...(cause instanceof EvolutionWorkerError ? cause.artifacts : {}) });
       }

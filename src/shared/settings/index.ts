@@ -14,7 +14,7 @@ import { readWorkerSettings, type WorkerSettings } from './worker.ts';
 export { SettingsError, parseArgv, type Env } from './reader.ts';
 export type { AgentSettings } from './agent.ts';
 export type { ArchiveSettings } from './archive.ts';
-export type { CoreSettings, DatabaseSettings, LogSettings } from './core.ts';
+export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings } from './core.ts';
 export type { SchedulerSettings } from './scheduler.ts';
 export { loadReadOnlySettings, type ReadOnlySettings } from './read-only.ts';
 export type { SupervisorSettings } from './supervisor.ts';

@@ -20,6 +20,10 @@ export interface SupervisorSettings {
   readonly heartbeatTimeoutMs: number;
   readonly statusIntervalSeconds: number;
   readonly exitWhenDone: boolean;
+  /** `--metrics-port`: the Prometheus endpoint; unset means none. */
+  readonly metricsPort: number | undefined;
+  /** Loopback unless widened on purpose: the metrics name commits and costs. */
+  readonly metricsHost: string;
 }
 
 const ID_PREFIX = /^[A-Za-z][A-Za-z0-9_-]{0,40}$/;
@@ -60,5 +64,7 @@ export function readSupervisorSettings(reader: EnvReader): SupervisorSettings {
     heartbeatTimeoutMs,
     statusIntervalSeconds: reader.float('SUPERVISOR_STATUS_INTERVAL_SECONDS', 15, { min: 0 }),
     exitWhenDone: reader.bool('SUPERVISOR_EXIT_WHEN_DONE', false),
+    metricsPort: reader.optionalInt('SUPERVISOR_METRICS_PORT', { min: 0, max: 65535 }),
+    metricsHost: reader.string('SUPERVISOR_METRICS_HOST', '127.0.0.1'),
   };
 }
