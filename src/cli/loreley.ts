@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, withCommonBehaviour } from './common.ts';
 import { EXAMPLES, initExample } from './init-example.ts';
 import { LOG_ROLES, parseSince, runLogs } from './logs.ts';
+import { parseDims, runReport } from './report/index.ts';
 import { runChild } from './run-child.ts';
 import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
 
@@ -92,6 +93,24 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
         });
       } catch (error) {
         exitOnError('loreley logs', error);
+      }
+    },
+  )
+  .command(
+    'report',
+    'Write one self-contained HTML report of the run: fitness over time, the archive, the best lineage, failures, cost',
+    (y) =>
+      y
+        .option('out', { alias: 'o', type: 'string', describe: 'Where to write it (default <LOGS_BASE_DIR>/logs/<namespace>/report.html)' })
+        .option('open', { type: 'boolean', default: false, describe: 'Open it in the default browser' })
+        .option('dims', { type: 'string', describe: 'The two descriptor dimensions the archive heatmap shows (default 0,1)' }),
+    async (argv) => {
+      const settings = readOnlySettingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley report');
+      try {
+        const file = await runReport(settings, { out: argv.out, open: argv.open, dims: argv.dims !== undefined ? parseDims(argv.dims) : undefined });
+        process.stdout.write(`Report written to ${file}\n`);
+      } catch (error) {
+        exitOnError('loreley report', error);
       }
     },
   )

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
@@ -8,7 +8,7 @@ import { freePort } from '../../src/shared/embedded-database.ts';
 import { resolveExperiment } from '../../src/shared/experiment.ts';
 import { createTestDatabase, stopTestServer } from '../helpers/database.ts';
 import { tempDir } from '../helpers/git.ts';
-import { baseEnv, killAllSpawned, readLog, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
+import { baseEnv, killAllSpawned, readLog, spawnLoreley, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
  * A real run of the bundled example, watched the way an operator would: the Prometheus endpoint
@@ -17,7 +17,7 @@ import { baseEnv, killAllSpawned, readLog, spawnSupervisor, waitFor, type Spawne
  */
 
 const experiment = resolveExperiment('circle-packing');
-const BUDGET = 10;
+const BUDGET = 16;
 let directory: string;
 let url: string;
 let client: pg.Client;
@@ -70,7 +70,7 @@ async function dbCounts(): Promise<Record<string, number>> {
 }
 
 test('the metrics endpoint, scraped during a run, matches the database; the status line shows progress', { timeout: 240_000 }, async () => {
-  supervisor = spawnSupervisor(['--workers', '2', '--max-jobs', String(BUDGET), '--metrics-port', String(port)], { cwd: directory, env: env() });
+  supervisor = spawnSupervisor(['--workers', '3', '--max-jobs', String(BUDGET), '--metrics-port', String(port)], { cwd: directory, env: env() });
 
   // During the run: some jobs done, not all.
   const during = await waitFor(
@@ -85,13 +85,13 @@ test('the metrics endpoint, scraped during a run, matches the database; the stat
     supervisor,
   );
   assert.equal(during.get('loreley_job_budget'), BUDGET);
-  assert.equal(during.get('loreley_children{state="busy",role="worker"}')! + during.get('loreley_children{state="idle",role="worker"}')!, 2);
+  assert.equal(during.get('loreley_children{state="busy",role="worker"}')! + during.get('loreley_children{state="idle",role="worker"}')!, 3);
 
   await waitFor('the run to finish', async () => (await client.query('SELECT finished_at FROM loreley.experiments WHERE id = $1', [experiment.uuid])).rows[0]?.finished_at, 180_000, 200, supervisor);
   // Settled: every child idle again.
   const { samples, contentType, text } = await waitFor('every worker idle', async () => {
     const result = await scrape();
-    return result.samples.get('loreley_children{state="idle",role="worker"}') === 2 ? result : undefined;
+    return result.samples.get('loreley_children{state="idle",role="worker"}') === 3 ? result : undefined;
   });
   assert.match(contentType, /^text\/plain; version=0\.0\.4/);
 
@@ -159,4 +159,80 @@ test('a second run with the budget already spent says so and names --max-jobs', 
   assert.match(again.stdout(), new RegExp(`^Nothing new ran: the budget of ${BUDGET} jobs was already spent before this run\\.$`, 'm'));
   assert.match(again.stdout(), new RegExp(`^To go on, raise it: loreley-supervisor --max-jobs ${BUDGET * 2} `, 'm'));
   assert.ok(readFileSync(path.join(directory, '.env'), 'utf8').includes(`SCHEDULER_MAX_TOTAL_JOBS=${BUDGET}`));
+});
+
+const CHROMIUM = process.env.LORELEY_CHROMIUM ?? '/usr/bin/chromium';
+
+test('loreley report: one self-contained HTML file that draws the run (rendered in headless Chromium)', { timeout: 180_000 }, async (t) => {
+  const out = path.join(tempDir('loreley-report-'), 'report.html');
+  const run = spawnLoreley(['report', '--out', out], { cwd: directory, env: env() });
+  const exit = await run.waitExit(60_000);
+  assert.equal(exit.code, 0, run.stderr());
+  assert.equal(run.stdout(), `Report written to ${out}\n`);
+  const html = readFileSync(out, 'utf8');
+  assert.doesNotMatch(html, /<script|<link|https?:\/\/(?!www\.w3\.org)/i, 'no script, no stylesheet link, no URL to fetch');
+
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set LORELEY_CHROMIUM): the page was written but not rendered`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const context = await chromium.launchPersistentContext(tempDir('loreley-chromium-'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = await context.newPage();
+    const fetched: string[] = [];
+    await page.route('**/*', (route) => {
+      const requested = route.request().url();
+      if (requested.startsWith('file://')) return route.continue();
+      fetched.push(requested);
+      return route.abort();
+    });
+    await page.goto(`file://${out}`);
+    assert.deepEqual(fetched, [], 'the page needs nothing from the network');
+
+    const { rows: scored } = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM loreley.evolution_jobs j JOIN loreley.metrics m ON m.experiment_id = j.experiment_id AND m.commit_hash = j.result_commit AND m.name = 'combined_score'
+        WHERE j.experiment_id = $1 AND j.kind = 'evolution' AND j.status = 'succeeded'`,
+      [experiment.uuid],
+    );
+    assert.ok(scored[0].n > 0);
+    assert.equal(await page.locator('#fitness-chart circle.point[data-series="best so far"]').count(), scored[0].n, 'one best-so-far point per scored job');
+    assert.equal(await page.locator('#fitness-chart circle.point[data-series="each scored job"]').count(), scored[0].n);
+    assert.ok((await page.locator('#fitness-chart path.line').count()) >= 1, 'the lines are drawn');
+    const box = await page.locator('#fitness-chart').boundingBox();
+    assert.ok(box && box.width > 600 && box.height > 150, `the fitness chart is drawn at a readable size (${JSON.stringify(box)})`);
+
+    const { rows: elites } = await client.query<{ descriptor: number[]; commit_hash: string }>('SELECT descriptor, commit_hash FROM loreley.archive_elites WHERE experiment_id = $1', [experiment.uuid]);
+    const bins = new Set(elites.map((e) => `${Math.min(31, Math.floor(e.descriptor[0] * 32))},${Math.min(31, Math.floor(e.descriptor[1] * 32))}`));
+    assert.equal(await page.locator('#archive-heatmap rect.cell').count(), bins.size, 'one square per archive bin in the two shown dimensions');
+    const cellCommits = await page.locator('#archive-heatmap rect.cell').evaluateAll((nodes) => nodes.map((n) => n.getAttribute('data-commit')));
+    for (const commit of cellCommits) assert.ok(elites.some((e) => e.commit_hash === commit), `${commit} is an elite`);
+
+    const { rows: [best] } = await client.query<{ commit_hash: string }>(
+      `SELECT commit_hash FROM loreley.metrics WHERE experiment_id = $1 AND name = 'combined_score' ORDER BY value DESC, created_at LIMIT 1`,
+      [experiment.uuid],
+    );
+    assert.equal(await page.locator('#lineage li.step.best').getAttribute('data-commit'), best.commit_hash, 'the lineage ends at the best commit');
+    assert.equal(await page.locator('#archive-heatmap rect.cell.best').getAttribute('data-commit'), best.commit_hash);
+    assert.equal(await page.locator('#top-commits tbody tr').first().locator('code').getAttribute('title'), best.commit_hash);
+    const steps = await page.locator('#lineage li.step').count();
+    t.diagnostic(`lineage of the best commit: ${steps} steps`);
+    if (steps > 1) {
+      const diff = page.locator('#lineage li.step').nth(1).locator('details.diff');
+      assert.equal(await diff.locator('pre.diff-text').isVisible(), false, 'the diff is folded');
+      await diff.locator('summary').click();
+      assert.equal(await diff.locator('pre.diff-text').isVisible(), true, 'and opens on click');
+      assert.match(await diff.locator('pre.diff-text').innerText(), /^diff --git a\/pack\.js b\/pack\.js/);
+    }
+    const screenshot = process.env.LORELEY_REPORT_SCREENSHOT ?? path.join(path.dirname(out), 'report.png');
+    await page.screenshot({ path: screenshot, fullPage: true });
+    t.diagnostic(`screenshot: ${screenshot}`);
+  } finally {
+    await context.close();
+  }
 });
