@@ -102,9 +102,9 @@ export function failureReason(error: string | null): string {
   if (!error) return '(no error recorded)';
   const first = error.split('\n').find((line) => line.trim() !== '') ?? error;
   return first
+    .replace(/(\/[\w.@-]+){2,}/g, '<path>')
     .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, '<id>')
     .replace(/\b[0-9a-f]{12,40}\b/gi, '<commit>')
-    .replace(/(\/[\w.@-]+){2,}/g, '<path>')
     .replace(/\d+(\.\d+)?/g, 'N')
     .trim()
     .slice(0, 160);
