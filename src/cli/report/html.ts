@@ -52,7 +52,8 @@ function metricsText(metrics: Record<string, number>): string {
 function lineageStep(step: LineageStep, index: number, previous: LineageStep | undefined, best: string | undefined, higher: boolean): string {
   const delta = step.fitness !== null && previous?.fitness !== null && previous?.fitness !== undefined ? step.fitness - previous.fitness : undefined;
   const improved = delta !== undefined && (higher ? delta > 0 : delta < 0);
-  const deltaText = delta === undefined ? '' : `<span class="delta ${improved ? 'up' : delta === 0 ? 'flat' : 'down'}">${delta >= 0 ? '+' : ''}${score(delta)}</span>`;
+  const deltaValue = delta === undefined ? '' : Math.abs(delta) >= 1e6 ? delta.toExponential(3) : delta.toFixed(4);
+  const deltaText = delta === undefined ? '' : `<span class="delta ${improved ? 'up' : delta === 0 ? 'flat' : 'down'}">${delta >= 0 ? '+' : ''}${deltaValue}</span>`;
   const title = step.summary || step.message || (index === 0 ? 'root commit' : '');
   const diff = step.diff !== null
     ? `<details class="diff"><summary><span class="stat-line">${escapeHtml((step.diffStat ?? '').split('\n').at(-1)?.trim() || 'diff')}</span> <span class="hint">show the diff</span></summary><pre class="stat">${escapeHtml(step.diffStat ?? '')}</pre><pre class="diff-text">${diffHtml(step.diff)}</pre></details>`

@@ -95,7 +95,7 @@ export function lineChart(options: LineChartOptions): string {
   if (options.reference) {
     const ry = y(options.reference.y).toFixed(1);
     parts.push(`<line class="reference" x1="${margin.left}" x2="${width - margin.right}" y1="${ry}" y2="${ry}"/>`);
-    parts.push(`<text class="reference-label" x="${width - margin.right - 4}" y="${Number(ry) - 4}" text-anchor="end">${escapeHtml(options.reference.label)}</text>`);
+    parts.push(`<text class="reference-label" x="${margin.left + 6}" y="${Number(ry) - 4}" text-anchor="start">${escapeHtml(options.reference.label)}</text>`);
   }
   for (const series of options.series) {
     const name = escapeHtml(series.name);
