@@ -58,10 +58,3 @@ export async function readProgress(db: Queryable, settings: ProgressSettings): P
     archive: { elites, cells, coverage: cells > 0 ? elites / cells : 0 },
   };
 }
-
-/** Whether the experiment's budget (jobs or cost) was spent: a new run would schedule nothing. */
-export function budgetSpent(progress: Progress): 'jobs' | 'cost' | undefined {
-  if (progress.budget !== null && progress.total >= progress.budget) return 'jobs';
-  if (progress.maxCostUsd !== null && progress.usage.costUsd >= progress.maxCostUsd) return 'cost';
-  return undefined;
-}

@@ -16,7 +16,6 @@ export type { AgentSettings } from './agent.ts';
 export type { ArchiveSettings } from './archive.ts';
 export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings } from './core.ts';
 export type { SchedulerSettings } from './scheduler.ts';
-export { loadReadOnlySettings, type ReadOnlySettings } from './read-only.ts';
 export type { SupervisorSettings } from './supervisor.ts';
 export type { RepositorySettings } from './repository.ts';
 export type { CommandSettings, WorkerSettings } from './worker.ts';
@@ -43,7 +42,7 @@ export interface LoadSettingsOptions {
   dotenv?: boolean;
 }
 
-export function deepFreeze<T>(value: T): T {
+function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
@@ -98,6 +97,35 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings {
       reader.problem('LORELEY_PRICES_FILE', (error as Error).message);
     }
   }
+  if (reader.problems.length > 0) throw new SettingsError(reader.problems);
+  return deepFreeze(settings);
+}
+
+/**
+ * What the read-only commands (`loreley status`, `logs`, `report`) need: the experiment's identity,
+ * its database, its logs, how fitness is read, and the budgets to show progress against. Not the
+ * repository, the agent or the evaluator, which a person inspecting a finished run from another
+ * directory may not have in their environment.
+ */
+export interface ReadOnlySettings extends CoreSettings {
+  readonly cwd: string;
+  readonly archive: ArchiveSettings;
+  readonly scheduler: Pick<SchedulerSettings, 'maxTotalJobs'>;
+  readonly agent: Pick<AgentSettings, 'maxCostUsd'>;
+}
+
+export function loadReadOnlySettings(options: LoadSettingsOptions = {}): ReadOnlySettings {
+  const cwd = path.resolve(options.cwd ?? process.cwd());
+  const reader = new EnvReader(mergedEnv({ ...options, cwd }));
+  const core = readCoreSettings(reader, cwd);
+  const maxCost = reader.raw('LORELEY_MAX_COST_USD');
+  const settings: ReadOnlySettings = {
+    ...core,
+    cwd,
+    archive: readArchiveSettings(reader),
+    scheduler: { maxTotalJobs: reader.optionalInt('SCHEDULER_MAX_TOTAL_JOBS', { min: 0 }) },
+    agent: { maxCostUsd: maxCost === undefined ? undefined : reader.float('LORELEY_MAX_COST_USD', 0, { min: 0 }) },
+  };
   if (reader.problems.length > 0) throw new SettingsError(reader.problems);
   return deepFreeze(settings);
 }
