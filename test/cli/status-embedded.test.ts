@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { initExample } from '../../src/cli/init-example.ts';
 import { ensureExperiment, recordExperimentRoot } from '../../src/shared/db/experiments.ts';
 import { insertJob } from '../../src/shared/db/jobs.ts';
 import { migrate } from '../../src/shared/db/migrations/index.ts';
@@ -10,7 +11,7 @@ import { upsertMetrics } from '../../src/shared/db/results.ts';
 import { embeddedDatabaseDirectory, startEmbeddedDatabase, type EmbeddedDatabase } from '../../src/shared/embedded-database.ts';
 import { resolveExperiment } from '../../src/shared/experiment.ts';
 import { tempDir } from '../helpers/git.ts';
-import { baseEnv, killAllSpawned, pidAlive, ROOT, spawnLoreley, spawnNode, waitFor } from '../helpers/processes.ts';
+import { baseEnv, killAllSpawned, pidAlive, ROOT, spawnLoreley, spawnNode, spawnSupervisor, waitFor } from '../helpers/processes.ts';
 
 /**
  * `loreley status` after the run, on the embedded database: no supervisor is running, so the
@@ -166,4 +167,30 @@ test('a status killed while holding the database leaves a stale claim: the next 
   await owner.stop();
   extraOwners.pop();
   assert.equal(serverRunning(), false);
+});
+
+test('the issue\'s case: a real --exit-when-done run on the embedded database, then status and report from another directory', { timeout: 240_000 }, async () => {
+  const directory = tempDir('loreley-embedded-run-');
+  initExample({ directory, example: 'circle-packing', maxJobs: 4 });
+  const data = path.join(directory, '.loreley');
+  const run = spawnSupervisor(['--workers', '2', '--exit-when-done'], { cwd: directory, env: baseEnv({ LOG_CONSOLE: 'false', LORELEY_DATA_DIR: data }) });
+  assert.equal((await run.waitExit(180_000)).code, 0, run.stderr().slice(-2000));
+  assert.match(run.stdout(), /^Run finished: the budget of 4 jobs is spent\.$/m);
+
+  const elsewhere = tempDir('loreley-elsewhere-');
+  const env = baseEnv({ EXPERIMENT_ID: 'circle-packing', LORELEY_DATA_DIR: data, LOGS_BASE_DIR: directory });
+  const status = spawnLoreley(['status'], { env, cwd: elsewhere });
+  assert.equal((await status.waitExit(60_000)).code, 0, status.stderr());
+  // The budget is in the experiment's .env, which this directory does not have.
+  assert.match(status.stdout(), /^jobs {8}4: pending 0, queued 0, running 0, succeeded 4, /m);
+  assert.match(status.stdout(), /^experiment {2}circle-packing \(circle-packing-a7780c9d\), finished /m);
+
+  const report = spawnLoreley(['report', '--out', path.join(elsewhere, 'r.html')], { env, cwd: elsewhere });
+  assert.equal((await report.waitExit(60_000)).code, 0, report.stderr());
+  assert.match(readFileSync(path.join(elsewhere, 'r.html'), 'utf8'), /Loreley report: circle-packing/);
+
+  const logs = spawnLoreley(['logs', '--role', 'scheduler', '--json'], { env, cwd: elsewhere });
+  assert.equal((await logs.waitExit(60_000)).code, 0, logs.stderr());
+  assert.ok(logs.stdout().split('\n').some((line) => line.includes('"msg":"experiment finished"')), 'the scheduler\'s log is read');
+  assert.equal(existsSync(path.join(embeddedDatabaseDirectory(data, 'circle-packing-a7780c9d'), 'owner.pid')), false, 'nothing holds the database afterwards');
 });

@@ -131,6 +131,17 @@ test('the metrics endpoint, scraped during a run, matches the database; the stat
   assert.ok(statusLines.some((line) => new RegExp(`^jobs ${BUDGET}/${BUDGET} done, best [0-9.]+, \\$0\\.0000 \\| `).test(line)), statusLines.slice(-3).join('\n'));
 });
 
+test('a worker SIGKILLed: every scrape still answers, and the slot\'s restart is counted', { timeout: 120_000 }, async () => {
+  const { rows: [worker] } = await client.query<{ pid: number }>(`SELECT pid FROM loreley.workers WHERE experiment_id = $1 AND worker_id = 'worker0001'`, [experiment.uuid]);
+  process.kill(worker.pid, 'SIGKILL');
+  const after = await waitFor('the restart to show', async () => {
+    const { samples } = await scrape();
+    return samples.get('loreley_child_restarts{slot="worker0001",role="worker"}') === 1 ? samples : undefined;
+  }, 60_000, 100, supervisor);
+  assert.equal(after.get('loreley_child_restarts{slot="worker0002",role="worker"}'), 0);
+  await waitFor('worker0001 back and idle', async () => (await scrape()).samples.get('loreley_children{state="idle",role="worker"}') === 3, 60_000, 100, supervisor);
+});
+
 test('stopping the finished run prints the summary on stdout, matching the database', { timeout: 120_000 }, async () => {
   supervisor.killGroup('SIGTERM');
   const exit = await supervisor.waitExit(90_000);
