@@ -20,4 +20,9 @@ export interface SchedulerContext {
   readonly archive: MapElitesArchive;
   /** The sampler's seed: `MAPELITES_SAMPLER_SEED`, or derived from the experiment id. */
   readonly seed: number;
+  /**
+   * Before this time (epoch ms) a lapsed queue heartbeat says nothing: right after a database
+   * outage every heartbeat looks stale until live workers have had one interval to touch theirs.
+   */
+  readonly heartbeatsTrustedAfter?: number;
 }

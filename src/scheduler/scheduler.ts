@@ -25,6 +25,8 @@ export interface EvolutionSchedulerOptions {
   readonly boss: PgBoss;
   readonly logger: Logger;
   readonly workerId: string;
+  /** See `SchedulerContext.heartbeatsTrustedAfter`. */
+  readonly heartbeatsTrustedAfter?: number;
   /** The file embedder for the `embedding` descriptor; defaults to the offline hashed n-grams. */
   readonly embedder?: FileEmbedder;
 }
@@ -88,7 +90,7 @@ export class EvolutionScheduler {
       logger,
       ensureCommit: (commit) => this.repository.ensureCommit(commit),
     });
-    this.context = { settings, experimentId: this.experimentId, pool, boss: options.boss, logger, repository: this.repository, archive: this.archive, seed };
+    this.context = { settings, experimentId: this.experimentId, pool, boss: options.boss, logger, repository: this.repository, archive: this.archive, seed, heartbeatsTrustedAfter: options.heartbeatsTrustedAfter };
   }
 
   private createDescriptor(pool: Pool, embedder: FileEmbedder | undefined): BehaviorDescriptor {

@@ -37,6 +37,8 @@ export interface EmbeddedDatabaseOptions {
    * long for it to finish rather than failing; default 60 s.
    */
   readonly readerWaitMs?: number;
+  /** A fixed port (default: a free one), e.g. to restart a server where its clients expect it. */
+  readonly port?: number;
 }
 
 interface Binaries {
@@ -218,6 +220,39 @@ async function stopLeftover(dataDir: string, bins: Binaries, owner: { uid: numbe
   }
 }
 
+/**
+ * The server runs in a session of its own (see above), so it would outlive a supervisor killed
+ * outright (SIGKILL, OOM) and hold its port and memory until the next start. A tiny watcher, a
+ * shell in a session of its own too, blocks reading a pipe whose other end only this process
+ * holds: when this process dies, however it dies, the kernel closes that end, the read returns,
+ * and the watcher stops the server (fast shutdown, then immediate if that takes over 7 s), well
+ * within 10 s. A normal stop kills the watcher first.
+ */
+function watchOwner(pgCtl: string, dataDir: string, owner: { uid: number; gid: number } | undefined): { release(): void } {
+  const script = 'while read -r _; do :; done; "$0" stop -D "$1" -m fast -w -t 7 >/dev/null 2>&1 || "$0" stop -D "$1" -m immediate -w -t 2 >/dev/null 2>&1';
+  const child = spawn('/bin/sh', ['-c', script, pgCtl, dataDir], {
+    ...(owner ?? {}),
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
+  });
+  child.on('error', () => undefined);
+  child.stdin!.on('error', () => undefined);
+  // Neither the child nor the pipe may keep this process alive.
+  child.unref();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  return {
+    release() {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // Already gone.
+      }
+      child.stdin?.destroy();
+    },
+  };
+}
+
 function readOrCreatePassword(directory: string): string {
   const file = path.join(directory, 'credentials');
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
@@ -293,7 +328,7 @@ async function startClaimed(options: EmbeddedDatabaseOptions, directory: string,
 
   const owner = postgresOwner();
   await stopLeftover(dataDir, bins, owner, options.onLog);
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const logFile = path.join(cluster, 'server.log');
   if (owner && !existsSync(logFile)) {
     writeFileSync(logFile, '');
@@ -321,6 +356,7 @@ async function startClaimed(options: EmbeddedDatabaseOptions, directory: string,
     throw new Error(`the embedded database did not start: ${(error as Error).message}${serverLog ? ` (server log: ${serverLog})` : ''}`);
   }
 
+  const watcher = watchOwner(bins.pg_ctl, dataDir, owner);
   const url = `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`;
   // Lets `loreley status` and other one-off commands find a supervisor's server. A reader's
   // server is private: it stops as soon as its command is done.
@@ -338,6 +374,7 @@ async function startClaimed(options: EmbeddedDatabaseOptions, directory: string,
     async stop() {
       if (stopped) return;
       stopped = true;
+      watcher.release();
       if (kind === 'owner') rmSync(runningUrlFile(directory), { force: true });
       await run(bins.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], owner, options.onLog);
       // Only our own claim is released: a stale one may have been taken over meanwhile.

@@ -74,20 +74,35 @@ export async function completeAnyAttempt(boss: PgBoss, queue: string, queueJobId
  * `reason` says it in words, for the job's `last_error`.
  */
 export type QueueJobFate =
-  | { readonly state: 'active' }
+  /** `lostWorker`: its worker is gone (the queue heartbeat lapsed): hand the job back, it did not fail. */
+  | { readonly state: 'active'; readonly lostWorker?: string }
   | { readonly state: 'missing'; readonly reason: string }
-  | { readonly state: 'failed'; readonly reason: string; readonly attempts: number }
+  | { readonly state: 'failed'; readonly reason: string; readonly attempts: number; readonly lostWorker?: string }
   | { readonly state: 'cancelled'; readonly reason: string }
   | { readonly state: 'completed'; readonly reason: string };
 
-export async function queueJobFate(boss: PgBoss, queue: string, queueJobId: string | null): Promise<QueueJobFate> {
+export async function queueJobFate(boss: PgBoss, queue: string, queueJobId: string | null, options: { judgeHeartbeat?: boolean; now?: number } = {}): Promise<QueueJobFate> {
   const found = queueJobId ? (await boss.findJobs(queue, { id: queueJobId }))[0] : undefined;
   if (!found) return { state: 'missing', reason: `its queue job ${queueJobId ?? '(none)'} vanished from ${queue}` };
+  const output = describeOutput(found.output);
+  // pg-boss's own sweep fails a job whose heartbeat lapsed: its worker was lost, the job did not fail.
+  const sweptForHeartbeat = output === HEARTBEAT_TIMEOUT;
   switch (found.state) {
     case 'failed': {
-      const output = describeOutput(found.output);
       const attempts = found.retryCount + 1;
-      return { state: 'failed', attempts, reason: `the queue gave up on it (failed or expired after ${attempts} attempt(s))${output ? `: ${output}` : ''}` };
+      const reason = `the queue gave up on it (failed or expired after ${attempts} attempt(s))${output ? `: ${output}` : ''}`;
+      return sweptForHeartbeat ? { state: 'failed', attempts, reason, lostWorker: `its worker stopped heartbeating (${output})` } : { state: 'failed', attempts, reason };
+    }
+    case 'retry':
+      // Queued again by pg-boss after a lapsed heartbeat: hand it back ourselves, or the retry uses up an attempt.
+      return sweptForHeartbeat ? { state: 'active', lostWorker: `its worker stopped heartbeating (${output})` } : { state: 'active' };
+    case 'active': {
+      if (!options.judgeHeartbeat || !found.heartbeatSeconds) return { state: 'active' };
+      const beat = found.heartbeatOn ?? found.startedOn;
+      const silentMs = (options.now ?? Date.now()) - new Date(beat).getTime();
+      return silentMs > found.heartbeatSeconds * 1000
+        ? { state: 'active', lostWorker: `its worker has not heartbeaten for ${Math.round(silentMs / 1000)} s (limit ${found.heartbeatSeconds} s)` }
+        : { state: 'active' };
     }
     case 'cancelled':
       return { state: 'cancelled', reason: 'its queue job was cancelled' };
@@ -97,6 +112,9 @@ export async function queueJobFate(boss: PgBoss, queue: string, queueJobId: stri
       return { state: 'active' };
   }
 }
+
+/** What pg-boss stores on a job its heartbeat sweep failed. */
+const HEARTBEAT_TIMEOUT = 'job heartbeat timeout';
 
 /** A failed handler's error is stored as the output; pg-boss's own expiry stores `{ value: { message } }`. */
 function describeOutput(output: unknown): string {

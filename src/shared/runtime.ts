@@ -2,6 +2,10 @@ import os from 'node:os';
 import type { Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Backoff } from './backoff.ts';
+import { isDatabaseUnavailable } from './db-availability.ts';
+import { errorMessage } from './errors.ts';
 import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from './ipc.ts';
 import { answerMetricsRequests } from './metrics.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
@@ -141,18 +145,33 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   // that to our own 'disconnect' handler, which drains and stops now.
   if (cluster.isWorker && cluster.worker) cluster.worker.exitedAfterDisconnect = true;
 
+  // A database that is not there yet (a restart, a server still starting) is waited for with
+  // capped backoff rather than exiting: an exit would count as a crash. Anything else (a wrong
+  // password, a broken schema) is a real error and ends the process.
   let database: ExperimentDatabase;
-  try {
-    database = await openExperimentDatabase({
-      settings,
-      url: databaseUrl,
-      applicationName: `loreley-${workerId}`,
-      supervise: options.supervise,
-      onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
-    });
-  } catch (error) {
-    log.flush();
-    throw error;
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      database = await openExperimentDatabase({
+        settings,
+        url: databaseUrl,
+        applicationName: `loreley-${workerId}`,
+        supervise: options.supervise,
+        onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
+      });
+      if (backoff.failures > 0) logger.info({ failedTries: backoff.failures }, 'the database is reachable again');
+      break;
+    } catch (error) {
+      if (!isDatabaseUnavailable(error) || drain.signal.aborted) {
+        log.flush();
+        throw error;
+      }
+      const delayMs = backoff.next();
+      logger.warn({ error: errorMessage(error), retryInMs: delayMs, failedTries: backoff.failures }, 'the database is unavailable: waiting for it');
+      // Still alive while waiting: the supervisor must not take the silence for a hang.
+      send({ loreley: 'heartbeat', state: 'starting', jobId: null, rssBytes: process.memoryUsage.rss() });
+      await sleep(delayMs, undefined, { signal: drain.signal }).catch(() => undefined);
+    }
   }
   const { pool, boss } = database;
   if (database.migrated.length > 0) logger.info({ migrations: database.migrated }, 'database migrated');

@@ -7,7 +7,7 @@ import { errorMessage } from '../shared/errors.ts';
 import { createProcessLog, urlPasswords } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
 import type { Settings } from '../shared/settings/index.ts';
-import { LostJobs } from './lost-jobs.ts';
+import { SupervisorDatabase } from './database.ts';
 import { RunObserver } from './observer.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -105,7 +105,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     return 0;
   }
 
-  const lostJobs = new LostJobs({ url, settings, logger });
+  const lostJobs = new SupervisorDatabase({ url, settings, logger });
   const observer = new RunObserver({ settings, url, logger, view: () => supervisor?.view() ?? [] });
   try {
     await observer.start();

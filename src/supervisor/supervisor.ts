@@ -42,11 +42,14 @@ interface Slot {
   commandGroups: readonly number[];
   /** The queue jobs the child holds, as last reported: handed back at once if it dies. */
   heldJobs: readonly HeldJob[];
+  /** The last child's pid, kept after it died for the `workers` row. */
+  lastPid: number;
 }
 
-/** What the supervisor does with the jobs of a child that died holding them. */
+/** What the supervisor does with the jobs of a child that died holding them, and where it records dead slots. */
 export interface LostJobHandler {
   handBack(slot: string, jobs: readonly HeldJob[], reason: string): void;
+  recordSlot?(slot: { workerId: string; role: string; pid: number; state: 'dead' | 'errored'; stillValid: () => boolean }): void;
 }
 
 export interface SupervisorOptions {
@@ -102,7 +105,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       });
     const make = (id: string, role: SlotRole): Slot => ({
       id, role, policy: policy(), state: 'exited', child: undefined, startedAt: 0, lastHeartbeat: 0, restarts: 0,
-      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [], heldJobs: [],
+      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [], heldJobs: [], lastPid: 0,
     });
     for (let index = 1; index <= options.workers; index += 1) this.slots.push(make(slotId(s.workerIdPrefix, index), 'worker'));
     if (options.scheduler) this.slots.push(make(slotId(s.schedulerIdPrefix, 1), 'scheduler'));
@@ -129,6 +132,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const view = this.view().find((v) => v.id === slot.id)!;
     this.logger.info({ slot: slot.id, state, childPid: view.pid, jobId: jobId ?? undefined, restarts: slot.restarts }, 'child state');
     this.emit('change', view);
+    // A dead child cannot tell `loreley status`; the supervisor does, unless it is stopping them all.
+    if ((state === 'backoff' || state === 'errored') && !this.stopping) {
+      this.options.lostJobs?.recordSlot?.({
+        workerId: slot.id,
+        role: slot.role,
+        pid: slot.lastPid,
+        state: state === 'errored' ? 'errored' : 'dead',
+        stillValid: () => slot.state === state,
+      });
+    }
   }
 
   private fork(slot: Slot): void {
@@ -140,6 +153,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       [CHILD_ENV.supervised]: '1',
     });
     slot.child = child;
+    slot.lastPid = child.process.pid ?? 0;
     slot.startedAt = Date.now();
     slot.lastHeartbeat = Date.now();
     slot.killedAsUnresponsive = false;

@@ -1,6 +1,6 @@
 import { jobBranchName } from '../shared/experiment.ts';
 import { observeJobDone, observeJobPickup } from '../shared/metrics.ts';
-import { handBack, lockJobNoWait, markRunning, markSucceeded, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
+import { handBack, lockJob, lockJobNoWait, markRunning, markSucceeded, markSucceededUnfinished, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
 import {
@@ -10,14 +10,18 @@ import {
   JobLockConflict,
   JobPreconditionError,
 } from '../shared/errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Backoff } from '../shared/backoff.ts';
+import { isDatabaseUnavailable } from '../shared/db-availability.ts';
 import { commitAll, pushBranch } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
-import { completeQueueJob, parseEvolutionJobMessage, sendEvolutionJob, type PgBoss, type QueueJob } from '../shared/queue.ts';
+import { cancelQueueJob, completeAnyAttempt, completeQueueJob, parseEvolutionJobMessage, sendEvolutionJob, type PgBoss, type QueueJob } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import type { JobContext, MutationAgent } from './agent.ts';
 import { evaluate } from './evaluator.ts';
 import { writeJobContext } from './job-command.ts';
 import type { JobWorktree, WorkerRepository } from './repository.ts';
+import { ResultSpool, ResultSpooled, type SpooledResult } from './spool.ts';
 
 export interface JobOutcome {
   readonly jobId: string;
@@ -33,6 +37,10 @@ export interface EvolutionWorkerOptions {
   readonly agent: MutationAgent;
   readonly workerId: string;
   readonly host: string;
+  /** Where results wait through a database outage (absent: an outage fails the job as before). */
+  readonly spool?: ResultSpool;
+  /** Told when a job's result went to the spool: the job is no longer lost if this process dies. */
+  readonly onSpooled?: (queueJobId: string) => void;
 }
 
 /**
@@ -69,7 +77,11 @@ export class EvolutionWorker {
     }
   }
 
-  async run(queueJob: QueueJob, signal: AbortSignal): Promise<JobOutcome> {
+  /**
+   * `cutShort` is the drain's own signal (also folded into `signal`): a result waiting for the
+   * database stops waiting only for it, not when the queue gives up on the claim.
+   */
+  async run(queueJob: QueueJob, signal: AbortSignal, cutShort: AbortSignal = signal): Promise<JobOutcome> {
     const { settings, logger, repository } = this.options;
     const { jobId } = parseEvolutionJobMessage(queueJob.data);
     const job = await this.claim(jobId, queueJob);
@@ -122,32 +134,39 @@ export class EvolutionWorker {
       artifacts.evaluator_output = evaluation.output;
       throwIfAborted(signal);
 
-      await withTransaction(this.options.pool, async (client) => {
-        await upsertCommitCard(client, {
-          experimentId: job.experimentId,
-          commitHash: commit,
-          parentCommit: job.kind === 'baseline' ? null : job.baseCommit,
-          jobId,
-          branch: job.kind === 'baseline' ? null : branch,
-          author: settings.worker.git.authorName,
-          message,
-          summary: evaluation.summary,
-          changedFiles: files,
-        });
-        await upsertMetrics(client, job.experimentId, commit, jobId, evaluation.metrics);
-        for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, jobId, kind, content);
-        // Only the attempt that holds the job may finish it: the scheduler may have failed it
-        // meanwhile (an expired queue job), or a retry may have taken it over.
-        if (!(await markSucceeded(client, jobId, queueJob.id, commit))) {
+      const result: SpooledResult = {
+        version: 1,
+        jobId,
+        experimentId: job.experimentId,
+        kind: job.kind,
+        baseCommit: job.baseCommit,
+        queueJobId: queueJob.id,
+        queueRetryCount: queueJob.retryCount,
+        commit,
+        branch: job.kind === 'baseline' ? null : branch,
+        author: settings.worker.git.authorName,
+        message,
+        files,
+        summary: evaluation.summary,
+        metrics: evaluation.metrics,
+        artifacts: { ...artifacts },
+        spooledAt: new Date().toISOString(),
+      };
+      try {
+        if ((await this.store(result, 'attempt')) !== 'recorded') {
+          // Only the attempt that holds the job may finish it: the scheduler may have failed it
+          // meanwhile (an expired queue job), or a retry may have taken it over.
           throw new EvolutionWorkerError(`job ${jobId} is no longer held by this attempt (failed or taken over meanwhile): result ${commit} discarded`);
         }
-        // Completing the queue job in the same transaction: either both record success or neither.
-        await completeQueueJob(this.options.boss, settings.queue.name, queueJob, { commit }, client);
-      });
+      } catch (error) {
+        if (!this.options.spool || !isDatabaseUnavailable(error)) throw error;
+        await this.spoolUntilRecorded(result, cutShort, log);
+      }
       log.info({ commit, metrics: Object.fromEntries(evaluation.metrics.map((m) => [m.name, m.value])), ms: Math.round(performance.now() - started) }, 'job complete');
       observeJobDone('succeeded', (performance.now() - started) / 1000);
       return { jobId, commit };
     } catch (error) {
+      if (error instanceof ResultSpooled) throw error;
       const cause = signal.aborted && signal.reason instanceof JobHandedBack ? signal.reason : error;
       observeJobDone(cause instanceof JobHandedBack ? 'handed_back' : 'failed', (performance.now() - started) / 1000);
       if (!(cause instanceof JobHandedBack)) {
@@ -161,12 +180,100 @@ export class EvolutionWorker {
     }
   }
 
+  /**
+   * Records a result in one transaction: commit card, metrics, artifacts, the row marked succeeded
+   * and the queue job settled; either all of it is recorded or none.
+   *
+   * `attempt`: only while this attempt holds the job (running on this queue job). `spooled`: a
+   * result kept through an outage is recorded for any job not finished yet, and the queue job the
+   * row points at now is settled (the attempt may have been handed back meanwhile; its branch is
+   * pushed and its evaluation done, so it is the job's result). A job that finished meanwhile is
+   * left as it is: a result is recorded once.
+   */
+  async store(result: SpooledResult, mode: 'attempt' | 'spooled'): Promise<'recorded' | 'not-held'> {
+    const { settings, pool, boss } = this.options;
+    const queue = settings.queue.name;
+    return withTransaction(pool, async (client) => {
+      let queueJobId = result.queueJobId;
+      if (mode === 'spooled') {
+        const row = await lockJob(client, result.jobId);
+        if (!row || !['pending', 'queued', 'running'].includes(row.status)) return 'not-held';
+        queueJobId = row.queueJobId ?? result.queueJobId;
+      }
+      await upsertCommitCard(client, {
+        experimentId: result.experimentId,
+        commitHash: result.commit,
+        parentCommit: result.kind === 'baseline' ? null : result.baseCommit,
+        jobId: result.jobId,
+        branch: result.branch,
+        author: result.author,
+        message: result.message,
+        summary: result.summary,
+        changedFiles: result.files,
+      });
+      await upsertMetrics(client, result.experimentId, result.commit, result.jobId, result.metrics);
+      for (const [kind, content] of Object.entries(result.artifacts)) await putArtifact(client, result.jobId, kind, content);
+      const marked = mode === 'attempt' ? await markSucceeded(client, result.jobId, queueJobId, result.commit) : await markSucceededUnfinished(client, result.jobId, result.commit);
+      if (!marked) return 'not-held';
+      // Completing the queue job in the same transaction: either both record success or neither.
+      if (mode === 'attempt') await completeQueueJob(boss, queue, { id: queueJobId, retryCount: result.queueRetryCount, retryLimit: 0, priority: 0, data: null }, { commit: result.commit }, client);
+      else await completeAnyAttempt(boss, queue, queueJobId, { commit: result.commit }, client);
+      // Not active any more (pg-boss's sweep failed it into a retry, or it was never fetched): the
+      // row is the truth, so the queue must not run it again.
+      await cancelQueueJob(boss, queue, queueJobId, client);
+      return 'recorded';
+    });
+  }
+
+  /**
+   * The database went away while recording: the result goes to disk and is recorded as soon as
+   * the database is back (capped backoff). If the worker must stop first, the file stays and the
+   * next worker on this host records it at start-up.
+   */
+  private async spoolUntilRecorded(result: SpooledResult, signal: AbortSignal, log: Logger): Promise<void> {
+    const spool = this.options.spool!;
+    const file = await spool.write(result);
+    this.options.onSpooled?.(result.queueJobId);
+    log.warn({ commit: result.commit, file }, 'the database is unavailable: result kept on disk, recording it when the database is back');
+    const backoff = new Backoff();
+    for (;;) {
+      try {
+        await sleep(backoff.next(), undefined, { signal });
+      } catch {
+        throw new ResultSpooled(`job ${result.jobId}: the database is still unavailable; result ${result.commit} kept in ${file} for the next start`);
+      }
+      try {
+        const outcome = await this.store(result, 'spooled');
+        await spool.remove(result.jobId);
+        log.info({ commit: result.commit, outcome, failedTries: backoff.failures }, outcome === 'recorded' ? 'result recorded from the spool' : 'the job had finished meanwhile: spooled result dropped');
+        return;
+      } catch (error) {
+        if (!isDatabaseUnavailable(error)) throw error;
+      }
+    }
+  }
+
+  /** Records what earlier workers on this host left in the spool (at start-up). */
+  async flushSpool(): Promise<number> {
+    const spool = this.options.spool;
+    if (!spool) return 0;
+    let recorded = 0;
+    for (const result of await spool.list()) {
+      if (result.experimentId !== this.options.settings.experiment.uuid) continue;
+      const outcome = await this.store(result, 'spooled');
+      await spool.remove(result.jobId);
+      if (outcome === 'recorded') recorded += 1;
+      this.options.logger.info({ jobId: result.jobId, commit: result.commit, outcome }, outcome === 'recorded' ? 'result recorded from the spool' : 'spooled result dropped: the job had finished meanwhile');
+    }
+    return recorded;
+  }
+
   private async recordFailure(job: EvolutionJob, queueJob: QueueJob, error: unknown, artifacts: Record<string, string>): Promise<void> {
     const final = queueJob.retryCount >= queueJob.retryLimit;
     try {
       await withTransaction(this.options.pool, async (client) => {
         for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, job.id, kind, content);
-        await recordFailure(client, job.id, errorMessage(error), final);
+        await recordFailure(client, job.id, errorMessage(error), final, queueJob.id);
       });
     } catch (dbError) {
       this.options.logger.error({ jobId: job.id, err: dbError }, 'could not record the job failure');

@@ -7,6 +7,7 @@ import { createAgent } from './agents/index.ts';
 import { EvolutionWorker } from './evolution-worker.ts';
 import type { QueueJob } from '../shared/queue.ts';
 import { WorkerRepository } from './repository.ts';
+import { ResultSpool, ResultSpooled, spoolDirectory } from './spool.ts';
 
 interface InFlight {
   readonly jobId: string | null;
@@ -43,11 +44,25 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   const branches = await repository.sweepBranches();
   if (branches.length > 0) logger.info({ branches: branches.length }, 'deleted local job branches left by stopped workers');
   const agent = options.agent ?? (await createAgent({ settings, pool, logger }));
-  const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host });
   const inFlight = new Map<string, InFlight>();
+  // Jobs whose result is on disk: not lost if this process dies (the next start records them).
+  const spooled = new Set<string>();
   // The supervisor hands these back at once if this process is killed with them in hand.
   const reportHeld = () =>
-    runtime.setHeldJobs([...inFlight].flatMap(([queueJobId, job]) => (job.jobId ? [{ jobId: job.jobId, queueJobId }] : [])));
+    runtime.setHeldJobs([...inFlight].flatMap(([queueJobId, job]) => (job.jobId && !spooled.has(queueJobId) ? [{ jobId: job.jobId, queueJobId }] : [])));
+  const worker = new EvolutionWorker({
+    settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host,
+    spool: new ResultSpool(spoolDirectory(settings.dataDir, settings.experiment.namespace)),
+    onSpooled: (queueJobId) => {
+      spooled.add(queueJobId);
+      reportHeld();
+    },
+  });
+  const flushed = await worker.flushSpool().catch((error) => {
+    logger.warn({ err: error }, 'could not record the spooled results yet; the next start tries again');
+    return 0;
+  });
+  if (flushed > 0) logger.info({ results: flushed }, 'recorded results that earlier workers kept through a database outage');
 
   const handle = async (queueJob: QueueJob & { signal: AbortSignal }): Promise<object | undefined> => {
     // A fetch already under way when the drain began delivers its job after it: give it back
@@ -66,13 +81,17 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     runtime.setState('busy', jobId);
     const log = logger.child({ jobId, queueJobId: queueJob.id });
     try {
-      const outcome = await worker.run(queueJob, AbortSignal.any([queueJob.signal, controller.signal]));
+      const outcome = await worker.run(queueJob, AbortSignal.any([queueJob.signal, controller.signal]), controller.signal);
       return { commit: outcome.commit };
     } catch (error) {
       if (error instanceof JobHandedBack) {
         await worker.handBack(queueJob);
         log.warn({ reason: error.message }, 'job handed back to the queue');
         return { handedBack: true };
+      }
+      if (error instanceof ResultSpooled) {
+        log.warn({ reason: error.message }, 'job result left in the spool');
+        return { spooled: true };
       }
       if (error instanceof JobLockConflict) {
         log.info({ reason: error.message }, 'job skipped: lock conflict');
@@ -90,6 +109,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       throw error;
     } finally {
       inFlight.delete(queueJob.id);
+      spooled.delete(queueJob.id);
       reportHeld();
       resolveFinished();
       runtime.setState(runtime.drainSignal.aborted ? 'draining' : inFlight.size > 0 ? 'busy' : 'idle');

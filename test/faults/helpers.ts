@@ -23,7 +23,9 @@ const file = records + '/' + context.jobId + '.${stage}.' + n + '.json';
 writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, ppid: process.ppid, run: n }));
 renameSync(file + '.tmp', file);
 if (stall === '${stage}' && n === 1) await new Promise((resolve) => setTimeout(resolve, 60000));
-if (${stage === 'evaluator'} && context.payload.evaluatorMs) await new Promise((resolve) => setTimeout(resolve, context.payload.evaluatorMs));
+// How long an evaluation takes: the job's payload, or a file the test writes for every job.
+const evaluatorMs = context.payload.evaluatorMs ?? (existsSync(records + '/evaluator-ms') ? Number(readFileSync(records + '/evaluator-ms', 'utf8')) : 0);
+if (${stage === 'evaluator'} && evaluatorMs) await new Promise((resolve) => setTimeout(resolve, evaluatorMs));
 ${
   stage === 'agent'
     ? `appendFileSync('prog.txt', 'y = ' + JSON.stringify(context.jobId) + ' ' + n + '\\n');

@@ -118,15 +118,34 @@ export async function markSucceeded(db: Queryable, id: string, queueJobId: strin
   return rowCount === 1;
 }
 
+/**
+ * Records a result kept on disk through a database outage: any job not finished yet (the attempt
+ * may have been handed back meanwhile) becomes succeeded; false when it had finished already.
+ */
+export async function markSucceededUnfinished(db: Queryable, id: string, resultCommit: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE evolution_jobs
+        SET status = 'succeeded', result_commit = $2, finished_at = now(), updated_at = now(),
+            last_error = NULL, ingestion_status = 'pending', worker_id = NULL, worker_host = NULL
+      WHERE id = $1 AND status IN ('pending', 'queued', 'running')`,
+    [id, resultCommit],
+  );
+  return rowCount === 1;
+}
+
 /** Records a failed attempt: `failed` when it was the last, else back to `queued` for the queue's retry. */
-export async function recordFailure(db: Queryable, id: string, error: string, final: boolean): Promise<void> {
+/**
+ * `queueJobId`: only while that attempt holds the job, so an attempt whose job was handed back
+ * meanwhile (its worker thought lost during a database outage) cannot fail the fresh one.
+ */
+export async function recordFailure(db: Queryable, id: string, error: string, final: boolean, queueJobId?: string): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs
         SET last_error = $2, updated_at = now(),
             status = CASE WHEN $3 THEN 'failed' ELSE 'queued' END,
             finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
-      WHERE id = $1 AND status = ANY($4)`,
-    [id, error.slice(0, 8000), final, QUEUED_STATUSES],
+      WHERE id = $1 AND status = ANY($4) AND ($5::uuid IS NULL OR queue_job_id = $5::uuid)`,
+    [id, error.slice(0, 8000), final, QUEUED_STATUSES, queueJobId ?? null],
   );
 }
 

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from '../shared/backoff.ts';
 import { createPool, type Pool } from '../shared/db/pool.ts';
@@ -5,19 +6,22 @@ import { errorMessage } from '../shared/errors.ts';
 import type { HeldJob } from '../shared/ipc.ts';
 import type { Logger } from '../shared/logger.ts';
 import { handBackLostJob } from '../shared/lost-jobs.ts';
+import { upsertWorker } from '../shared/db/workers.ts';
 import { PgBoss } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
 
 /**
- * The supervisor's small database connection, used for one thing: handing back the jobs of a child
- * that died with jobs in hand, the moment the supervisor sees it die (the child reported them in
- * its heartbeat). Lazy: nothing connects until a child dies holding a job, and then one connection
- * and a pg-boss without workers or maintenance are enough.
+ * The supervisor's small database connection, used for two things: handing back the jobs of a
+ * child that died with jobs in hand, the moment the supervisor sees it die (the child reported
+ * them in its heartbeat), and recording slots that are dead (restarting) or errored in the
+ * `workers` table, where `loreley status` shows them (a dead child cannot say so itself). Lazy:
+ * nothing connects until a child dies, and then one connection and a pg-boss without workers or
+ * maintenance are enough.
  *
  * While the database is away the hand-back is retried with backoff for a while; past that the
  * scheduler's reconciliation finds the job by its stale queue heartbeat and hands it back itself.
  */
-export class LostJobs {
+export class SupervisorDatabase {
   private readonly url: string;
   private readonly settings: Settings;
   private readonly logger: Logger;
@@ -88,6 +92,31 @@ export class LostJobs {
         await sleep(delayMs);
       }
     }
+  }
+
+  /**
+   * Records a slot's state as the supervisor sees it (`dead` while restarting, `errored` when given
+   * up). `stillValid` is asked just before writing, so a late write never hides a restarted child.
+   */
+  recordSlot(slot: { workerId: string; role: string; pid: number; state: 'dead' | 'errored'; stillValid: () => boolean }): void {
+    const task = (async () => {
+      try {
+        const { pool } = await this.connect();
+        if (!slot.stillValid()) return;
+        await upsertWorker(pool, {
+          experimentId: this.settings.experiment.uuid,
+          host: os.hostname(),
+          workerId: slot.workerId,
+          role: slot.role,
+          pid: slot.pid,
+          state: slot.state,
+          currentJobId: null,
+        });
+      } catch (error) {
+        this.logger.debug({ slot: slot.workerId, err: error }, 'could not record the slot state');
+      }
+    })().finally(() => this.pending.delete(task));
+    this.pending.add(task);
   }
 
   async close(): Promise<void> {
