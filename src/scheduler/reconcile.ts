@@ -26,7 +26,7 @@ type Action = { readonly kind: 'fail' | 'resend' | 'hand-back'; readonly reason:
  */
 export async function reconcileStage(context: SchedulerContext): Promise<ReconcileResult> {
   const { settings, pool, boss, logger } = context;
-  const result: ReconcileResult = { checked: 0, failed: 0, resent: 0, handedBack: 0 };
+  const result: ReconcileResult = { checked: 0, failed: 0, resent: 0 };
   const judgeHeartbeat = Date.now() >= (context.heartbeatsTrustedAfter ?? 0);
   const queue = settings.queue.name;
   const jobs = await listByStatus(pool, context.experimentId, QUEUED_STATUSES, 10_000);

@@ -33,6 +33,10 @@ export function createPool(options: PoolOptions): Pool {
   // An idle client that loses its connection (database restart) must not crash the process; the
   // next query reconnects.
   pool.on('error', () => undefined);
+  // A checked-out client has no listener of the pool's: when the server goes away mid-transaction,
+  // pg emits 'error' on it besides failing its query, and an unheard 'error' would crash the
+  // process. The query's own rejection carries the error to the caller.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
