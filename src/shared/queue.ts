@@ -62,7 +62,6 @@ export async function cancelQueueJob(boss: PgBoss, queue: string, queueJobId: st
 
 /**
  * Completes a queue job whatever attempt holds it: a result kept through an outage is recorded.
- * @public the worker's outage handling (issue 7, in progress) calls it; drop the tag once it does.
  */
 export async function completeAnyAttempt(boss: PgBoss, queue: string, queueJobId: string, output: object, client: PoolClient): Promise<void> {
   await boss.complete(queue, queueJobId, output, { db: transactionDb(client) });
@@ -133,6 +132,11 @@ export interface BossOptions {
   readonly applicationName: string;
   /** Run pg-boss maintenance and monitoring (expiry, heartbeats) from this process. */
   readonly supervise: boolean;
+  /**
+   * A side connection that only settles and sends jobs (the supervisor handing back a dead
+   * child's job): one connection, no LISTEN, no migration.
+   */
+  readonly sideConnection?: boolean;
 }
 
 /**
@@ -143,12 +147,12 @@ export function createBoss(options: BossOptions): PgBoss {
   return new PgBoss({
     connectionString: options.url,
     schema: options.settings.database.bossSchema,
-    max: options.settings.database.poolMax,
+    max: options.sideConnection ? 1 : options.settings.database.poolMax,
     application_name: options.applicationName,
-    useListenNotify: true,
+    useListenNotify: !options.sideConnection,
     supervise: options.supervise,
     schedule: false,
-    migrate: true,
+    migrate: !options.sideConnection,
     registerInstance: false,
   });
 }

@@ -7,7 +7,7 @@ import type { HeldJob } from '../shared/ipc.ts';
 import type { Logger } from '../shared/logger.ts';
 import { handBackLostJob } from '../shared/lost-jobs.ts';
 import { upsertWorker } from '../shared/db/workers.ts';
-import { PgBoss } from '../shared/queue.ts';
+import { createBoss, type PgBoss } from '../shared/queue.ts';
 import type { Settings } from '../shared/settings/index.ts';
 
 /**
@@ -41,16 +41,7 @@ export class SupervisorDatabase {
   private connect(): Promise<{ pool: Pool; boss: PgBoss }> {
     this.connection ??= (async () => {
       const pool = createPool({ url: this.url, settings: this.settings.database, applicationName: 'loreley-supervisor', max: 1 });
-      const boss = new PgBoss({
-        connectionString: this.url,
-        schema: this.settings.database.bossSchema,
-        max: 1,
-        application_name: 'loreley-supervisor-queue',
-        supervise: false,
-        schedule: false,
-        migrate: false,
-        registerInstance: false,
-      });
+      const boss = createBoss({ url: this.url, settings: this.settings, applicationName: 'loreley-supervisor-queue', supervise: false, sideConnection: true });
       boss.on('error', (error) => this.logger.debug({ err: error }, 'supervisor queue connection error'));
       try {
         await boss.start();

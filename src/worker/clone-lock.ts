@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processAlive } from '../shared/process-alive.ts';
@@ -58,6 +59,8 @@ export async function withFileLock<T>(file: string, fn: () => Promise<T>, option
   const me: Holder = { host: os.hostname(), pid: process.pid, token: randomBytes(8).toString('hex') };
   const text = JSON.stringify(me);
   const deadline = Date.now() + timeoutMs;
+  // The clone's parent does not exist before the first clone (LORELEY_DATA_DIR/repos/).
+  await mkdir(path.dirname(file), { recursive: true });
   for (;;) {
     try {
       await writeFile(file, text, { flag: 'wx' });
