@@ -46,6 +46,15 @@ export function parseEvolutionJobMessage(data: unknown): EvolutionJobMessage {
   return { jobId: jobId.trim().toLowerCase() };
 }
 
+/** The job id a message names, or null when it names none (running it then skips it as a precondition failure). */
+export function messageJobId(data: unknown): string | null {
+  try {
+    return parseEvolutionJobMessage(data).jobId;
+  } catch {
+    return null;
+  }
+}
+
 /** Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on it. */
 export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: QueueJob, output: object, client: PoolClient): Promise<void> {
   await boss.complete(queue, { id: queueJob.id, retryCount: queueJob.retryCount }, output, { db: transactionDb(client) });

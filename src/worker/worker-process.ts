@@ -5,7 +5,7 @@ import type { ChildRuntime } from '../shared/runtime.ts';
 import type { MutationAgent } from './agent.ts';
 import { createAgent } from './agents/index.ts';
 import { EvolutionWorker } from './evolution-worker.ts';
-import type { QueueJob } from '../shared/queue.ts';
+import { messageJobId, type QueueJob } from '../shared/queue.ts';
 import { WorkerRepository } from './repository.ts';
 import { ResultSpool, ResultSpooled, spoolDirectory } from './spool.ts';
 
@@ -75,7 +75,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     const controller = new AbortController();
     let resolveFinished!: () => void;
     const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
-    const jobId = (queueJob.data as { jobId?: string } | null)?.jobId ?? null;
+    const jobId = messageJobId(queueJob.data);
     inFlight.set(queueJob.id, { jobId, controller, finished });
     reportHeld();
     runtime.setState('busy', jobId);

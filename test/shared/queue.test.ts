@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { insertJob, markQueued } from '../../src/shared/db/jobs.ts';
 import { withTransaction } from '../../src/shared/db/pool.ts';
 import { JobPreconditionError } from '../../src/shared/errors.ts';
-import { parseEvolutionJobMessage, queueJobFate, sendEvolutionJob, type QueueJob } from '../../src/shared/queue.ts';
+import { messageJobId, parseEvolutionJobMessage, queueJobFate, sendEvolutionJob, type QueueJob } from '../../src/shared/queue.ts';
 import { EvolutionWorker } from '../../src/worker/evolution-worker.ts';
 import { WorkerRepository } from '../../src/worker/repository.ts';
 import { stopTestServer } from '../helpers/database.ts';
@@ -55,7 +55,9 @@ describe('queue contract', () => {
     assert.deepEqual(parseEvolutionJobMessage({ jobId: ` ${id} ` }), { jobId: id.toLowerCase() });
     for (const bad of [null, 'x', {}, { jobId: 42 }, { jobId: 'not-a-uuid' }]) {
       assert.throws(() => parseEvolutionJobMessage(bad), (error: unknown) => error instanceof JobPreconditionError && /no valid job id/.test(error.message));
+      assert.equal(messageJobId(bad), null);
     }
+    assert.equal(messageJobId({ jobId: id }), id.toLowerCase());
   });
 
   test('the fate of a queue job: missing, active, completed, failed with its reason, cancelled', async () => {

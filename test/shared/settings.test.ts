@@ -105,7 +105,7 @@ describe('experiment identity', () => {
 describe('loading settings', () => {
   test('defaults', () => {
     const settings = load(VALID);
-    assert.ok(Object.isFrozen(settings) && Object.isFrozen(settings.repository), 'frozen deeply');
+    assert.ok(Object.isFrozen(settings) && Object.isFrozen(settings.repository) && Object.isFrozen(settings.worker.git), 'frozen deeply');
     assert.equal(settings.experiment.namespace, 'circle-packing-a7780c9d');
     assert.equal(settings.database.url, undefined, 'no DATABASE_URL means the embedded database');
     assert.equal(settings.database.schema, 'loreley');
@@ -125,6 +125,14 @@ describe('loading settings', () => {
     assert.equal(settings.supervisor.scheduler, true);
     assert.equal(settings.supervisor.workerIdPrefix, 'worker');
     assert.equal(settings.supervisor.drainTimeoutSeconds, 60);
+  });
+
+  test("the experiment's repository is one section both roles read: remote, branch, root commit, push", () => {
+    const settings = load({ ...VALID, WORKER_REPO_BRANCH: 'trunk', MAPELITES_EXPERIMENT_ROOT_COMMIT: 'v1.0', WORKER_REPO_PUSH: 'false', WORKER_REPO_WORKTREE: 'clones/base' });
+    assert.deepEqual(settings.repository, { remoteUrl: VALID.WORKER_REPO_REMOTE_URL, branch: 'trunk', rootCommit: 'v1.0', push: false });
+    assert.equal(load(VALID).repository.rootCommit, undefined, 'the branch tip by default');
+    assert.equal(load(VALID).repository.push, true);
+    assert.equal(settings.worker.git.baseClone, path.join(cwd, 'clones', 'base'), 'WORKER_REPO_WORKTREE names the base clone');
   });
 
   test('relative paths resolve against the working directory; URLs are kept', () => {
