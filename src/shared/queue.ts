@@ -46,13 +46,14 @@ export function parseEvolutionJobMessage(data: unknown): EvolutionJobMessage {
   return { jobId: jobId.trim().toLowerCase() };
 }
 
-/** The job id a message names, or null when it names none (running it then skips it as a precondition failure). */
+/**
+ * The job id a message names, as written, for logs and the worker's state before the job is
+ * claimed; null when it names none. Not validated: a bad id shows in the log as it arrived, and
+ * `parseEvolutionJobMessage` then rejects it.
+ */
 export function messageJobId(data: unknown): string | null {
-  try {
-    return parseEvolutionJobMessage(data).jobId;
-  } catch {
-    return null;
-  }
+  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
+  return typeof jobId === 'string' ? jobId : null;
 }
 
 /** Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on it. */
