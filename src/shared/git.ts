@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { storableText } from './storable.ts';
 
 /**
  * Named git operations, each one `git` process run directly (no shell). Nothing is cached, so
@@ -11,8 +12,34 @@ import path from 'node:path';
  * --quiet`, `commit --quiet`, `push --quiet`, …), about 300 ms per job, six times the git work.
  */
 
-// A credential prompt would hang a worker forever; a missing credential must fail instead.
-const GIT_ENV = { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' };
+/**
+ * What git may see of this process's environment: what it needs to reach a remote (PATH, HOME for
+ * the operator's own ~/.gitconfig and credentials, SSH agent, proxies, certificates), never
+ * DATABASE_URL, API keys, NODE_OPTIONS or GIT_* variables that would redirect it.
+ */
+const GIT_ENV_KEEP = new Set([
+  'PATH', 'HOME', 'USER', 'LOGNAME', 'TMPDIR', 'TZ', 'XDG_CONFIG_HOME', 'SSH_AUTH_SOCK', 'SSH_AGENT_PID',
+  'GIT_SSH', 'GIT_SSH_COMMAND', 'GIT_SSL_CAINFO', 'GIT_SSL_CAPATH', 'SSL_CERT_FILE', 'SSL_CERT_DIR',
+  'GIT_CONFIG_GLOBAL', 'GIT_CONFIG_SYSTEM', 'GIT_CONFIG_NOSYSTEM',
+  'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'all_proxy',
+]);
+
+export function gitEnvironment(source: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(source)) if (value !== undefined && GIT_ENV_KEEP.has(key)) env[key] = value;
+  // A credential prompt would hang a worker forever; a missing credential must fail instead.
+  env.GIT_TERMINAL_PROMPT = '0';
+  env.LC_ALL = 'C';
+  return env;
+}
+
+/**
+ * Given on every call (command-line config wins over every file): no hook runs, whoever wrote it
+ * (an agent can write `.git/hooks/post-commit` or set core.hooksPath), no fsmonitor command, no
+ * `ext::` transport.
+ */
+export const SAFE_CONFIG = ['-c', 'core.hooksPath=/dev/null', '-c', 'core.fsmonitor=false', '-c', 'protocol.ext.allow=never'];
+
 const MAX_OUTPUT = 256 * 1024 * 1024;
 
 export class GitError extends Error {
@@ -24,9 +51,107 @@ export interface Git {
   raw(args: readonly string[]): Promise<string>;
 }
 
+/**
+ * A base clone whose jobs' worktrees run candidate code. Its `.git/config` is shared by every
+ * worktree and writable by the agent where there is no sandbox; config can run commands
+ * (`core.sshCommand`, `credential.helper`, `filter.*.clean`, `remote.*.uploadpack`,
+ * `include.path`, …), so Loreley owns the file whole: it is rewritten to the few keys a clone needs
+ * and checked before every git call in the clone or its worktrees. A change found later is put
+ * back and the git call refused. Worktree calls name their git directory themselves: the
+ * worktree's `.git` file is the candidate's and could point anywhere.
+ */
+interface ProtectedClone {
+  readonly base: string;
+  readonly worktreesRoot: string;
+  readonly configFile: string;
+  readonly remoteUrl: string;
+  canonical?: string;
+}
+
+const protectedClones: ProtectedClone[] = [];
+
+/** Registers a base clone (and its `<base>-worktrees/` directory) for the protection above. */
+export function protectClone(base: string, remoteUrl: string): void {
+  const resolved = path.resolve(base);
+  if (protectedClones.some((clone) => clone.base === resolved)) return;
+  protectedClones.push({ base: resolved, worktreesRoot: `${resolved}-worktrees`, configFile: path.join(resolved, '.git', 'config'), remoteUrl });
+}
+
+function canonicalConfig(existing: string, remoteUrl: string): string {
+  const sha256 = /^\s*objectformat\s*=\s*sha256\s*$/im.test(existing);
+  return [
+    '[core]',
+    `\trepositoryformatversion = ${sha256 ? 1 : 0}`,
+    '\tfilemode = true',
+    '\tbare = false',
+    '\tlogallrefupdates = true',
+    ...(sha256 ? ['[extensions]', '\tobjectformat = sha256'] : []),
+    '[remote "origin"]',
+    `\turl = "${remoteUrl.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`,
+    '\tfetch = +refs/heads/*:refs/remotes/origin/*',
+    '',
+  ].join('\n');
+}
+
+/** Puts the clone's config back to Loreley's; true when it had been changed since we last wrote it. */
+function enforceConfig(clone: ProtectedClone): boolean {
+  let current: string;
+  try {
+    current = readFileSync(clone.configFile, 'utf8');
+  } catch {
+    return false; // Not cloned yet.
+  }
+  const firstLook = clone.canonical === undefined;
+  clone.canonical ??= canonicalConfig(current, clone.remoteUrl);
+  if (current === clone.canonical) return false;
+  writeFileSync(clone.configFile, clone.canonical);
+  return !firstLook;
+}
+
+/**
+ * The worktree's administrative directory in the base clone, found from the clone's side: the one
+ * whose `gitdir` file names this worktree (git names it after the worktree, with a number added
+ * when that name was taken).
+ */
+function worktreeGitDir(clone: ProtectedClone, worktree: string): string | undefined {
+  const admin = path.join(clone.base, '.git', 'worktrees');
+  const pointsHere = (dir: string) => {
+    try {
+      return path.resolve(readFileSync(path.join(dir, 'gitdir'), 'utf8').trim()) === path.join(worktree, '.git');
+    } catch {
+      return false;
+    }
+  };
+  const named = path.join(admin, path.basename(worktree));
+  if (pointsHere(named)) return named;
+  try {
+    return readdirSync(admin).map((name) => path.join(admin, name)).find(pointsHere);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The git arguments that pin a call to the protected clone, or none for other directories. */
+function pinned(cwd: string | undefined): { prefix: string[]; clone?: ProtectedClone } {
+  if (cwd === undefined) return { prefix: [] };
+  const resolved = path.resolve(cwd);
+  for (const clone of protectedClones) {
+    if (resolved === clone.base) return { prefix: [], clone };
+    if (path.dirname(resolved) === clone.worktreesRoot) {
+      const gitDir = worktreeGitDir(clone, resolved);
+      return { prefix: gitDir ? [`--git-dir=${gitDir}`, `--work-tree=${resolved}`] : [], clone };
+    }
+  }
+  return { prefix: [] };
+}
+
 function runGit(cwd: string | undefined, args: readonly string[]): Promise<string> {
+  const { prefix, clone } = pinned(cwd);
+  if (clone && enforceConfig(clone)) {
+    return Promise.reject(new GitError(`git ${args[0]} refused: ${clone.configFile} was changed while jobs ran (by a candidate?); Loreley's copy is restored`));
+  }
   return new Promise((resolve, reject) => {
-    execFile('git', args, { cwd, env: GIT_ENV, maxBuffer: MAX_OUTPUT, encoding: 'utf8' }, (error, stdout, stderr) => {
+    execFile('git', [...SAFE_CONFIG, ...prefix, ...args], { cwd, env: gitEnvironment(), maxBuffer: MAX_OUTPUT, encoding: 'utf8' }, (error, stdout, stderr) => {
       if (error) {
         const detail = (stderr || error.message).trim().split('\n').slice(-3).join(' ');
         reject(new GitError(`git ${args[0]} failed: ${detail}`));
@@ -117,12 +242,13 @@ export async function commitAll(worktree: string, message: string, author: Autho
   await git.raw(['add', '--all']);
   const files = (await git.raw(['diff', '--cached', '--name-only'])).split('\n').map((line) => line.trim()).filter((line) => line !== '');
   if (files.length === 0) return undefined;
-  await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', message]);
+  // A message can hold anything an agent printed: no NUL (git refuses it), no secret (it is pushed).
+  await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', storableText(message)]);
   return { hash: (await git.raw(['rev-parse', 'HEAD'])).trim(), files };
 }
 
 export async function diff(directory: string, from: string, to: string, paths: readonly string[] = []): Promise<string> {
-  return gitAt(directory).raw(['diff', '--no-color', from, to, ...(paths.length ? ['--', ...paths] : [])]);
+  return gitAt(directory).raw(['diff', '--no-color', '--no-ext-diff', '--no-textconv', from, to, ...(paths.length ? ['--', ...paths] : [])]);
 }
 
 /** Pushes a branch, overwriting it, so a retried job's push succeeds. */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import roll from 'pino-roll';
 import type { ExperimentIdentity } from './experiment.ts';
+import { REDACTED, scrubber } from './storable.ts';
 import type { LogSettings } from './settings/index.ts';
 
 export type { Logger } from 'pino';
@@ -33,7 +34,7 @@ const REDACT_PATHS = [
   'headers.authorization', 'databaseUrl', '*.databaseUrl', 'DATABASE_URL', '*.DATABASE_URL',
   'OPENAI_API_KEY', '*.OPENAI_API_KEY', 'token', '*.token',
 ];
-const CENSOR = '[redacted]';
+const CENSOR = REDACTED;
 const RETENTION_SWEEP_MS = 60 * 60 * 1000;
 
 export function logDirectory(settings: LogSettings, experiment: ExperimentIdentity, role: Role, workerId: string): string {
@@ -50,17 +51,6 @@ export function urlPasswords(url: string | undefined): string[] {
   } catch {
     return [];
   }
-}
-
-function scrubber(secrets: readonly string[]): (line: string) => string {
-  // JSON-escaping can change how a secret is written in the line, so both forms are removed.
-  const needles = [...new Set(secrets.filter((s) => s.length >= 4).flatMap((s) => [s, JSON.stringify(s).slice(1, -1)]))];
-  if (needles.length === 0) return (line) => line;
-  return (line) => {
-    let out = line;
-    for (const needle of needles) out = out.split(needle).join(CENSOR);
-    return out;
-  };
 }
 
 /** Removes rotated files older than the retention; pino-roll only limits by count. */

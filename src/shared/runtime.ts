@@ -12,6 +12,7 @@ import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role
 import { openExperimentDatabase, type ExperimentDatabase } from './experiment-database.ts';
 import type { PgBoss } from './queue.ts';
 import { apiKeys } from './secrets.ts';
+import { registerSecrets } from './storable.ts';
 import { liveCommandGroups, onCommandGroupsChange } from './subprocess.ts';
 import type { Settings } from './settings/index.ts';
 
@@ -69,12 +70,15 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     throw new Error(`DATABASE_URL is not set: run 'loreley ${role}' under loreley-supervisor (which starts the embedded database) or point DATABASE_URL at a PostgreSQL server`);
   }
   const host = os.hostname();
+  // One list for the log lines and for every stored row (artifacts, commit cards, last_error).
+  const secrets = [...urlPasswords(databaseUrl), ...apiKeys(settings)];
+  registerSecrets(secrets);
   const log = await createProcessLog({
     settings: settings.logs,
     experiment: settings.experiment,
     role,
     workerId,
-    secrets: [...urlPasswords(databaseUrl), ...apiKeys(settings)],
+    secrets,
     consolePrefix: process.env[CHILD_ENV.supervised] ? `[${workerId}] ` : '',
   });
   const logger = log.logger;

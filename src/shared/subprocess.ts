@@ -1,8 +1,13 @@
-import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { accessSync, constants, statSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
  * Runs an agent or evaluator command: an argument list, never a shell, in its own process group so
- * a timeout, a cancellation or this process exiting takes the whole tree down with it.
+ * a timeout, a cancellation or this process exiting takes the whole tree down with it. What keeps
+ * processes that leave the group (a PID namespace, a sandbox) is the caller's `wrap`.
  */
 
 export interface RunOptions {
@@ -13,6 +18,10 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** How long a command has after SIGTERM before SIGKILL. */
   readonly killGraceMs?: number;
+  /** Output (stdout and stderr together) past which the command is stopped; MAX_OUTPUT_BYTES by default. */
+  readonly maxOutputBytes?: number;
+  /** Wraps the argument list, e.g. in a PID namespace or a sandbox (src/shared/sandbox.ts). */
+  readonly wrap?: (argv: readonly string[]) => readonly string[];
 }
 
 export interface RunResult {
@@ -23,6 +32,9 @@ export interface RunResult {
   readonly timedOut: boolean;
   readonly canceled: boolean;
   readonly failedToStart: string | undefined;
+  /** It printed more than the cap: it was stopped, and only the head and tail of its output kept. */
+  readonly outputOverLimit: boolean;
+  readonly outputBytes: number;
   readonly durationMs: number;
 }
 
@@ -81,55 +93,158 @@ export function commandEnvironment(extra: Record<string, string | undefined> = {
   return env;
 }
 
-const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+/** Output kept in memory at most, stdout and stderr together; past it the command is stopped. */
+export const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+/** Past the cap, the first and the last this many bytes of each stream are kept. */
+const KEPT_WHEN_OVER = 64 * 1024;
+/**
+ * After the command exits, how long its pipes may stay open before they are closed on our side.
+ * A process it left behind (outside the PID namespace: a `setsid` daemon) may hold them forever;
+ * waiting for them is how a timeout used not to end a job.
+ */
+const PIPE_DRAIN_MS = 250;
 
+/** One output stream: everything while under the cap, then only its head and its tail. */
+class CapturedStream {
+  private chunks: Buffer[] = [];
+  private head: Buffer | undefined;
+  private tailPart = Buffer.alloc(0);
+  private omitted = 0;
+
+  add(chunk: Buffer, overCap: boolean): void {
+    if (this.head === undefined && !overCap) {
+      this.chunks.push(chunk);
+      return;
+    }
+    if (this.head === undefined) {
+      const all = Buffer.concat(this.chunks);
+      this.chunks = [];
+      this.head = Buffer.from(all.subarray(0, KEPT_WHEN_OVER));
+      this.tailPart = all.subarray(this.head.length);
+    }
+    const tail = Buffer.concat([this.tailPart, chunk]);
+    const excess = Math.max(0, tail.length - KEPT_WHEN_OVER);
+    this.omitted += excess;
+    this.tailPart = Buffer.from(tail.subarray(excess));
+  }
+
+  text(): string {
+    if (this.head === undefined) return Buffer.concat(this.chunks).toString('utf8');
+    const omitted = this.omitted > 0 ? `\n[… ${this.omitted} bytes omitted …]\n` : '';
+    return `${this.head.toString('utf8')}${omitted}${this.tailPart.toString('utf8')}`;
+  }
+}
+
+/** Whether `command` can be started: a path that exists, or a name found on PATH. */
+function findExecutable(command: string, cwd: string, env: Record<string, string>): boolean {
+  const executable = (file: string) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (command.includes('/')) return executable(path.resolve(cwd, command));
+  return (env.PATH ?? '').split(':').some((dir) => dir !== '' && executable(path.join(dir, command)));
+}
+
+/**
+ * Runs a command to its end, and ends it when it must: on timeout, cancellation or output past the
+ * cap, TERM to its process group, then KILL after the grace. The result is returned once the
+ * command itself has exited, without waiting for pipes that something it left behind holds open.
+ *
+ * Not execa: its timeout and `forceKillAfterDelay` signal only the direct child, and its result
+ * waits for stdout and stderr to end, so a grandchild holding stdout keeps it pending for good.
+ */
 export async function runCommand(argv: readonly string[], options: RunOptions): Promise<RunResult> {
   installExitHook();
-  const [file, ...args] = argv;
   const started = performance.now();
-  const subprocess = execa(file, args, {
-    cwd: options.cwd,
-    env: commandEnvironment(options.env),
-    extendEnv: false,
-    input: options.input ?? '',
-    timeout: options.timeoutMs,
-    cancelSignal: options.signal,
-    forceKillAfterDelay: options.killGraceMs ?? 2000,
-    detached: true,
-    reject: false,
-    stripFinalNewline: false,
-    maxBuffer: MAX_OUTPUT_BYTES,
-    windowsHide: true,
+  const env = commandEnvironment(options.env);
+  const maxOutputBytes = options.maxOutputBytes ?? MAX_OUTPUT_BYTES;
+  const elapsed = () => performance.now() - started;
+  const notStarted = (why: string): RunResult => ({
+    exitCode: undefined, signal: undefined, stdout: '', stderr: '', timedOut: false, canceled: false,
+    failedToStart: why, outputOverLimit: false, outputBytes: 0, durationMs: elapsed(),
   });
-  const pid = subprocess.pid;
+  if (!findExecutable(argv[0], options.cwd, env)) return notStarted(`${argv[0]}: command not found (ENOENT)`);
+  if (options.signal?.aborted) return { ...notStarted('cancelled before it started'), failedToStart: undefined, canceled: true };
+
+  const spawned = options.wrap ? options.wrap(argv) : argv;
+  const child = spawn(spawned[0], spawned.slice(1), { cwd: options.cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+  const pid = child.pid;
   if (pid !== undefined) {
     liveGroups.add(pid);
     groupsChanged();
   }
-  // execa stops the direct child; what it started (a shell's children, a test runner's workers)
-  // lives on in the group unless the group goes too.
-  const stopGroup = () => {
-    if (pid !== undefined) killGroup(pid, 'SIGTERM');
+
+  const stdout = new CapturedStream();
+  const stderr = new CapturedStream();
+  let outputBytes = 0;
+  let timedOut = false;
+  let canceled = false;
+  let outputOverLimit = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  const terminate = () => {
+    if (pid === undefined || killTimer !== undefined) return;
+    killGroup(pid, 'SIGTERM');
+    killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), options.killGraceMs ?? 2000);
   };
-  options.signal?.addEventListener('abort', stopGroup, { once: true });
-  const timer = setTimeout(stopGroup, options.timeoutMs);
+  const collect = (stream: CapturedStream) => (chunk: Buffer) => {
+    outputBytes += chunk.length;
+    const over = outputBytes > maxOutputBytes;
+    stream.add(chunk, over);
+    if (over && !outputOverLimit) {
+      outputOverLimit = true;
+      terminate();
+    }
+  };
+  child.stdout.on('data', collect(stdout));
+  child.stderr.on('data', collect(stderr));
+  // A command that exits without reading its input closes the pipe under us: not our error.
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(options.input ?? '');
+
+  const onAbort = () => {
+    canceled = true;
+    terminate();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(() => {
+    timedOut = true;
+    terminate();
+  }, options.timeoutMs);
+
+  const streamsClosed = Promise.all([once(child.stdout, 'close'), once(child.stderr, 'close')]).catch(() => undefined);
   try {
-    const result = await subprocess;
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null } | Error>((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', (error) => {
+        if (child.pid === undefined) resolve(error);
+      });
+    });
+    if (exit instanceof Error) return notStarted(exit.message);
+    // Whatever it left in its group goes now; then its pipes get a moment to deliver the rest.
+    if (pid !== undefined) killGroup(pid, 'SIGKILL');
+    await Promise.race([streamsClosed, sleep(PIPE_DRAIN_MS, undefined, { ref: false })]);
+    child.stdout.destroy();
+    child.stderr.destroy();
     return {
-      exitCode: result.exitCode,
-      signal: result.signal,
-      stdout: String(result.stdout ?? ''),
-      stderr: String(result.stderr ?? ''),
-      timedOut: result.timedOut,
-      canceled: result.isCanceled,
-      failedToStart: result.failed && result.exitCode === undefined && !result.timedOut && !result.isCanceled && result.signal === undefined
-        ? result.shortMessage
-        : undefined,
-      durationMs: performance.now() - started,
+      exitCode: exit.code ?? undefined,
+      signal: exit.signal ?? undefined,
+      stdout: stdout.text(),
+      stderr: stderr.text(),
+      timedOut,
+      canceled,
+      failedToStart: undefined,
+      outputOverLimit,
+      outputBytes,
+      durationMs: elapsed(),
     };
   } finally {
     clearTimeout(timer);
-    options.signal?.removeEventListener('abort', stopGroup);
+    clearTimeout(killTimer);
+    options.signal?.removeEventListener('abort', onAbort);
     if (pid !== undefined) {
       killGroup(pid, 'SIGKILL');
       liveGroups.delete(pid);
@@ -141,4 +256,11 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
 /** The last part of a command's output, for error messages and artifacts. */
 export function tail(text: string, maxChars = 2000): string {
   return text.length <= maxChars ? text : `…${text.slice(-maxChars)}`;
+}
+
+/** The first and the last part of a long text, saying how much is left out between them. */
+export function headAndTail(text: string, maxChars: number): string {
+  if (text.length <= maxChars) return text;
+  const half = Math.floor(maxChars / 2);
+  return `${text.slice(0, half)}\n[… ${text.length - 2 * half} characters omitted …]\n${text.slice(-half)}`;
 }

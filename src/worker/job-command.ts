@@ -1,7 +1,9 @@
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EvolutionWorkerError } from '../shared/errors.ts';
-import { runCommand, tail, type RunResult } from '../shared/subprocess.ts';
+import { containedArgv, PROCESS_GROUP_ONLY, type Containment } from '../shared/sandbox.ts';
+import { storableText } from '../shared/storable.ts';
+import { headAndTail, MAX_OUTPUT_BYTES, runCommand, tail, type RunResult } from '../shared/subprocess.ts';
 import type { JobContext } from './agent.ts';
 import type { JobWorktree } from './repository.ts';
 
@@ -33,6 +35,30 @@ export function jobEnvironment(context: JobContext, worktree: JobWorktree, promp
   };
 }
 
+/**
+ * How every command of this worker is contained, set once at start-up (src/worker/containment.ts):
+ * the mechanism, and what the sandbox lets commands write, keeps read-only and hides.
+ */
+export interface CommandPolicy {
+  readonly containment: Containment;
+  readonly network: boolean;
+  readonly writable: readonly string[];
+  readonly readOnly: readonly string[];
+  readonly hidden: readonly string[];
+}
+
+let policy: CommandPolicy = { containment: PROCESS_GROUP_ONLY, network: true, writable: [], readOnly: [], hidden: [] };
+
+export function setCommandPolicy(next: CommandPolicy): void {
+  policy = next;
+}
+
+export function commandPolicy(): CommandPolicy {
+  return policy;
+}
+
+const MIB = 1024 * 1024;
+
 export interface JobCommand {
   /** Names the command in errors, e.g. `evaluator "node"`. */
   readonly label: string;
@@ -40,6 +66,10 @@ export interface JobCommand {
   readonly timeoutSeconds: number;
   /** Kind of the artifact its output is kept as. */
   readonly artifact: string;
+  /** Needs the network whatever WORKER_SANDBOX_NETWORK says (a coding-agent CLI calls its API). */
+  readonly network?: boolean;
+  /** More directories it may write in the sandbox (a CLI's own state under HOME). */
+  readonly writable?: readonly string[];
 }
 
 /**
@@ -50,19 +80,37 @@ export async function runJobCommand(
   command: JobCommand,
   options: { worktree: JobWorktree; env: Record<string, string>; input: string; signal: AbortSignal; artifacts?: Record<string, string> },
 ): Promise<{ result: RunResult; artifacts: Record<string, string> }> {
+  const { worktree } = options;
+  // The job's own temporary directory, beside the worktree: in the sandbox the rest of the
+  // filesystem (/tmp included) is read-only.
+  const tmp = path.join(worktree.metaDirectory, 'tmp');
+  await mkdir(tmp, { recursive: true });
+  const scope = {
+    cwd: worktree.directory,
+    writable: [worktree.directory, worktree.metaDirectory, ...policy.writable, ...(command.writable ?? [])],
+    readOnly: policy.readOnly,
+    hidden: policy.hidden,
+    network: policy.network || command.network === true,
+  };
   const result = await runCommand(command.argv, {
-    cwd: options.worktree.directory,
-    env: options.env,
+    cwd: worktree.directory,
+    env: { TMPDIR: tmp, ...options.env },
     input: options.input,
     timeoutMs: command.timeoutSeconds * 1000,
     signal: options.signal,
+    maxOutputBytes: MAX_OUTPUT_BYTES,
+    wrap: (argv) => containedArgv(policy.containment, argv, scope),
   });
-  const output = tail(`${result.stdout}${result.stderr ? `\n[stderr]\n${result.stderr}` : ''}`, OUTPUT_ARTIFACT_CHARS);
+  const output = headAndTail(`${result.stdout}${result.stderr ? `\n[stderr]\n${result.stderr}` : ''}`, OUTPUT_ARTIFACT_CHARS);
   const artifacts = { [command.artifact]: output, ...options.artifacts };
   const fail = (why: string): never => {
-    throw new EvolutionWorkerError(`${command.label} ${why}`, { artifacts });
+    // The message goes into last_error and the queue's job output: no NUL, no secret.
+    throw new EvolutionWorkerError(storableText(`${command.label} ${why}`), { artifacts });
   };
   if (result.failedToStart) fail(`could not start: ${result.failedToStart}`);
+  if (result.outputOverLimit) {
+    fail(`output over ${MAX_OUTPUT_BYTES / MIB} MiB (${result.outputBytes} bytes read before it was stopped; its first and last part are kept)`);
+  }
   if (result.canceled) fail('was cancelled');
   if (result.timedOut) fail(`timed out after ${command.timeoutSeconds}s`);
   if (result.exitCode !== 0) {

@@ -1,9 +1,10 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EvolutionWorkerError, JobHandedBack, JobLockConflict, JobPreconditionError } from '../shared/errors.ts';
+import { ConfigurationError, EvolutionWorkerError, JobHandedBack, JobLockConflict, JobPreconditionError } from '../shared/errors.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import type { MutationAgent } from './agent.ts';
 import { createAgent } from './agents/index.ts';
+import { prepareCommands } from './containment.ts';
 import { EvolutionWorker } from './evolution-worker.ts';
 import { messageJobId, type QueueJob } from '../shared/queue.ts';
 import { WorkerRepository } from './repository.ts';
@@ -33,6 +34,10 @@ export interface WorkerProcessOptions {
  */
 export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOptions = {}): Promise<void> {
   const { settings, logger, pool, boss } = runtime;
+  prepareCommands(settings, logger);
+  // A ConfigurationError in a job (the evaluator's files changed) stops the worker with exit 78.
+  let fatal: ConfigurationError | undefined;
+  const fatalSignal = new AbortController();
   const repository = new WorkerRepository({
     settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone, push: settings.repository.push },
     logger,
@@ -101,7 +106,11 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
         log.warn({ reason: error.message }, 'job skipped: precondition failed');
         return { skipped: error.message };
       }
-      if (error instanceof EvolutionWorkerError) {
+      if (error instanceof ConfigurationError) {
+        log.fatal({ error: error.message }, 'job failed: the worker cannot go on with these settings');
+        fatal ??= error;
+        fatalSignal.abort();
+      } else if (error instanceof EvolutionWorkerError) {
         log.error({ error: error.message }, 'job failed');
       } else {
         log.error({ err: error }, 'job failed unexpectedly');
@@ -132,7 +141,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   );
   runtime.setState('idle');
 
-  if (!runtime.drainSignal.aborted) await once(runtime.drainSignal, 'abort');
+  if (!runtime.drainSignal.aborted) await Promise.race([once(runtime.drainSignal, 'abort'), once(fatalSignal.signal, 'abort')]);
   runtime.setState('draining');
   await boss.offWork(settings.queue.name, { wait: false });
 
@@ -149,4 +158,5 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     }
   }
   logger.info('worker drained');
+  if (fatal) throw fatal;
 }

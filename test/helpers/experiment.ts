@@ -125,6 +125,11 @@ export async function createFixture(options: FixtureOptions): Promise<Fixture> {
     SUPERVISOR_STATUS_INTERVAL_SECONDS: '0',
     SUPERVISOR_RESTART_BACKOFF_INITIAL_MS: '100',
     TASKS_POLLING_INTERVAL_SECONDS: '0.5',
+    // These scripts write their records outside the worktree and report their own pids, which a
+    // sandbox (read-only filesystem) or a PID namespace would change: test/faults/commands*
+    // cover those modes.
+    WORKER_SANDBOX: 'none',
+    WORKER_CONTAINMENT: 'process-group',
     ...options.env,
   });
   return { root, remote, baseCommit: commit, databaseUrl, recordsDir, logsDir: path.join(root, 'logs'), worktree, env };

@@ -1,3 +1,4 @@
+import { storableText } from '../storable.ts';
 import type { Queryable } from './pool.ts';
 
 /** SQL for `evolution_jobs`: every statement about a job's life lives here. */
@@ -145,7 +146,7 @@ export async function recordFailure(db: Queryable, id: string, error: string, fi
             status = CASE WHEN $3 THEN 'failed' ELSE 'queued' END,
             finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
       WHERE id = $1 AND status = ANY($4) AND ($5::uuid IS NULL OR queue_job_id = $5::uuid)`,
-    [id, error.slice(0, 8000), final, QUEUED_STATUSES, queueJobId ?? null],
+    [id, storableText(error, 8000), final, QUEUED_STATUSES, queueJobId ?? null],
   );
 }
 
@@ -160,7 +161,7 @@ export async function handBack(db: Queryable, id: string, fromQueueJobId: string
             worker_id = NULL, worker_host = NULL, attempts = GREATEST(attempts - 1, 0),
             last_error = $4
       WHERE id = $1 AND status = 'running' AND queue_job_id = $2`,
-    [id, fromQueueJobId, toQueueJobId, reason],
+    [id, fromQueueJobId, toQueueJobId, storableText(reason)],
   );
   return rowCount === 1;
 }
@@ -184,7 +185,7 @@ export async function markQueued(db: Queryable, id: string, queueJobId: string):
 export async function markFinished(db: Queryable, id: string, status: 'failed' | 'cancelled', reason: string): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs SET status = $2, last_error = $3, finished_at = now(), updated_at = now() WHERE id = $1`,
-    [id, status, reason],
+    [id, status, storableText(reason)],
   );
 }
 
@@ -319,7 +320,7 @@ export async function markResent(db: Queryable, id: string, queueJobId: string, 
         SET status = 'queued', queue_job_id = $2, queued_at = now(), updated_at = now(), started_at = NULL,
             worker_id = NULL, worker_host = NULL, last_error = $3, resends = resends + 1
       WHERE id = $1`,
-    [id, queueJobId, reason],
+    [id, queueJobId, storableText(reason)],
   );
 }
 
@@ -334,7 +335,7 @@ export async function recordIngestionAttempt(db: Queryable, id: string, reason: 
         SET ingestion_reason = $2, updated_at = now(), ingestion_attempts = ingestion_attempts + 1
       WHERE id = $1
       RETURNING ingestion_attempts AS attempts`,
-    [id, reason],
+    [id, storableText(reason)],
   );
   return rows[0]?.attempts ?? 0;
 }

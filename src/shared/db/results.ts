@@ -1,3 +1,4 @@
+import { storableOrNull, storableText } from '../storable.ts';
 import type { Queryable } from './pool.ts';
 
 /** SQL for what a job leaves behind: `commit_cards`, `metrics` and `job_artifacts`. */
@@ -30,7 +31,7 @@ export async function upsertCommitCard(db: Queryable, card: CommitCard): Promise
        SET parent_commit = EXCLUDED.parent_commit, job_id = EXCLUDED.job_id, branch = EXCLUDED.branch,
            author = EXCLUDED.author, message = EXCLUDED.message, summary = EXCLUDED.summary,
            changed_files = EXCLUDED.changed_files`,
-    [card.experimentId, card.commitHash, card.parentCommit, card.jobId, card.branch, card.author, card.message, card.summary, JSON.stringify(card.changedFiles)],
+    [card.experimentId, card.commitHash, card.parentCommit, card.jobId, storableOrNull(card.branch), storableOrNull(card.author), storableText(card.message), storableText(card.summary), JSON.stringify(card.changedFiles.map((file) => storableText(file)))],
   );
 }
 
@@ -52,7 +53,7 @@ export async function upsertMetrics(db: Queryable, experimentId: string, commitH
        FROM jsonb_to_recordset($4::jsonb) AS m(name text, value double precision, unit text, higher_is_better boolean)
      ON CONFLICT (experiment_id, commit_hash, name) DO UPDATE
        SET value = EXCLUDED.value, unit = EXCLUDED.unit, higher_is_better = EXCLUDED.higher_is_better, job_id = EXCLUDED.job_id`,
-    [experimentId, commitHash, jobId, JSON.stringify(metrics.map((m) => ({ name: m.name, value: m.value, unit: m.unit ?? null, higher_is_better: m.higherIsBetter ?? true })))],
+    [experimentId, commitHash, jobId, JSON.stringify(metrics.map((m) => ({ name: storableText(m.name), value: m.value, unit: storableOrNull(m.unit), higher_is_better: m.higherIsBetter ?? true })))],
   );
 }
 
@@ -69,7 +70,7 @@ export async function putArtifact(db: Queryable, jobId: string, kind: string, co
   await db.query(
     `INSERT INTO job_artifacts (job_id, kind, content) VALUES ($1, $2, $3)
      ON CONFLICT (job_id, kind) DO UPDATE SET content = EXCLUDED.content, created_at = now()`,
-    [jobId, kind, content],
+    [jobId, storableText(kind), storableText(content)],
   );
 }
 

@@ -18,7 +18,7 @@ export type { CoreSettings, DatabaseSettings, LogLevel, LogSettings } from './co
 export type { SchedulerSettings } from './scheduler.ts';
 export type { SupervisorSettings } from './supervisor.ts';
 export type { RepositorySettings } from './repository.ts';
-export type { CommandSettings, WorkerSettings } from './worker.ts';
+export type { CommandSettings, SandboxSettings, WorkerSettings } from './worker.ts';
 
 /** Everything Loreley reads from its environment, validated once at start-up and frozen. */
 export interface Settings extends CoreSettings {

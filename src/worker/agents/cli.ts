@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { AgentDependencies, AgentRequest } from '../agent.ts';
 import { cliPrompt, gatherMaterial, PromptTemplates } from '../llm/prompt.ts';
@@ -43,17 +44,25 @@ function promptBuilder(deps: AgentDependencies): (request: AgentRequest) => Prom
   return async (request) => cliPrompt(templates, await gatherMaterial(pool, settings.agent, request));
 }
 
-/** A coding-agent CLI as a command agent: the builder's prompt on stdin, only its own credential. */
-function cliAgent(deps: AgentDependencies, name: string, command: string[], env: Record<string, string>): CommandAgent {
-  return new CommandAgent({ name, command, timeoutSeconds: deps.settings.agent.timeoutSeconds, prompt: promptBuilder(deps), promptOnStdin: true, env });
+/**
+ * A coding-agent CLI as a command agent: the builder's prompt on stdin, only its own credential.
+ * In the sandbox it keeps the network (it calls its model's API) and may write its own state
+ * directory under HOME (sessions, logs); the evaluator stays offline.
+ */
+function cliAgent(deps: AgentDependencies, name: string, command: string[], env: Record<string, string>, stateDirs: readonly string[]): CommandAgent {
+  const home = os.homedir();
+  return new CommandAgent({
+    name, command, timeoutSeconds: deps.settings.agent.timeoutSeconds, prompt: promptBuilder(deps), promptOnStdin: true, env,
+    network: true, writable: stateDirs.map((dir) => path.join(home, dir)),
+  });
 }
 
 export function createCodexAgent(deps: AgentDependencies): CommandAgent {
   const { codex } = deps.settings.agent;
-  return cliAgent(deps, 'codex', codexArgv(codex.bin, codex.extraArgs), openAiKey(deps));
+  return cliAgent(deps, 'codex', codexArgv(codex.bin, codex.extraArgs), openAiKey(deps), ['.codex']);
 }
 
 export function createClaudeAgent(deps: AgentDependencies): CommandAgent {
   const { claude } = deps.settings.agent;
-  return cliAgent(deps, 'claude', claudeArgv(claude.bin, claude.extraArgs), keyFromEnvironment('ANTHROPIC_API_KEY'));
+  return cliAgent(deps, 'claude', claudeArgv(claude.bin, claude.extraArgs), keyFromEnvironment('ANTHROPIC_API_KEY'), ['.claude', '.claude.json', '.config/claude']);
 }

@@ -24,6 +24,10 @@ export interface CommandAgentOptions {
   readonly prompt?: (request: AgentRequest) => Promise<string> | string;
   readonly promptOnStdin?: boolean;
   readonly env?: Record<string, string>;
+  /** Needs the network in the sandbox whatever WORKER_SANDBOX_NETWORK says (a CLI calling its API). */
+  readonly network?: boolean;
+  /** More directories it may write in the sandbox (a CLI's own state under HOME). */
+  readonly writable?: readonly string[];
 }
 
 /**
@@ -46,7 +50,14 @@ export class CommandAgent implements MutationAgent {
     const promptFile = path.join(worktree.metaDirectory, 'prompt.md');
     await writeFile(promptFile, prompt);
     const { result, artifacts } = await runJobCommand(
-      { label: `agent command ${JSON.stringify(this.options.command[0])}`, argv: this.options.command, timeoutSeconds: this.options.timeoutSeconds, artifact: 'agent_output' },
+      {
+        label: `agent command ${JSON.stringify(this.options.command[0])}`,
+        argv: this.options.command,
+        timeoutSeconds: this.options.timeoutSeconds,
+        artifact: 'agent_output',
+        network: this.options.network,
+        writable: this.options.writable,
+      },
       {
         worktree,
         env: { ...jobEnvironment(context, worktree, promptFile), ...this.options.env },

@@ -1,0 +1,37 @@
+import path from 'node:path';
+import { protectClone } from '../shared/git.ts';
+import type { Logger } from '../shared/logger.ts';
+import { detectContainment, type Containment } from '../shared/sandbox.ts';
+import type { Settings } from '../shared/settings/index.ts';
+import { EvaluatorGuard, useEvaluatorGuard } from './evaluator.ts';
+import { setCommandPolicy } from './job-command.ts';
+
+/**
+ * What a worker decides once at start-up about the commands it will run: how they are contained
+ * (src/shared/sandbox.ts), what the sandbox lets them write and hides from them, and the
+ * evaluator's files as they are now. Warnings name, in one line each, what this machine cannot
+ * give; a sandbox asked for explicitly but unavailable throws a ConfigurationError (exit 78).
+ */
+export function prepareCommands(settings: Settings, logger: Logger): { containment: Containment; guard: EvaluatorGuard } {
+  const { sandbox, evaluator } = settings.worker;
+  const containment = detectContainment(sandbox);
+  for (const warning of containment.warnings) logger.warn(`commands: ${warning}`);
+  // Loreley owns the base clone's git config from now on (see protectClone).
+  protectClone(settings.worker.git.baseClone, settings.repository.remoteUrl);
+  const guard = EvaluatorGuard.forSettings(evaluator);
+  useEvaluatorGuard(guard);
+  setCommandPolicy({
+    containment,
+    network: sandbox.network,
+    writable: sandbox.writable,
+    readOnly: guard.files,
+    // Readable by anyone on the machine but not for candidate code: the experiment's settings
+    // (they may hold DATABASE_URL and API keys) and the embedded database's files.
+    hidden: [path.join(settings.cwd, '.env'), path.join(settings.dataDir, 'postgres')],
+  });
+  logger.info(
+    { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, evaluatorFiles: guard.files },
+    'commands contained',
+  );
+  return { containment, guard };
+}
