@@ -97,17 +97,6 @@ export function detectContainment(settings: SandboxSettings): Containment {
   return Object.freeze({ ...PROCESS_GROUP_ONLY, warnings });
 }
 
-let active: Containment = PROCESS_GROUP_ONLY;
-
-/** Set once by the worker at start-up; commands run before that are contained by group only. */
-export function useContainment(containment: Containment): void {
-  active = containment;
-}
-
-export function activeContainment(): Containment {
-  return active;
-}
-
 function bwrapArgs(scope: CommandScope): string[] {
   const args = ['--ro-bind', '/', '/', '--dev', '/dev', '--tmpfs', '/dev/shm', '--proc', '/proc', ...BWRAP_NAMESPACES];
   if (!scope.network) args.push('--unshare-net');

@@ -46,11 +46,6 @@ export function registerSecrets(secrets: readonly string[]): void {
   scrubProcessSecrets = scrubber(processSecrets);
 }
 
-/** Secrets registered so far (for tests and audits). */
-export function registeredSecrets(): readonly string[] {
-  return processSecrets;
-}
-
 /**
  * `text` as it may be stored: NUL and lone surrogates replaced, registered secrets redacted, and
  * at most `maxChars` characters (cut on a character boundary, never inside a surrogate pair).

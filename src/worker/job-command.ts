@@ -53,10 +53,6 @@ export function setCommandPolicy(next: CommandPolicy): void {
   policy = next;
 }
 
-export function commandPolicy(): CommandPolicy {
-  return policy;
-}
-
 const MIB = 1024 * 1024;
 
 export interface JobCommand {
