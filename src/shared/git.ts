@@ -113,8 +113,8 @@ function enforceConfig(clone: ProtectedClone): boolean {
  * whose `gitdir` file names this worktree (git names it after the worktree, with a number added
  * when that name was taken).
  */
-function worktreeGitDir(clone: ProtectedClone, worktree: string): string | undefined {
-  const admin = path.join(clone.base, '.git', 'worktrees');
+function adminDirectory(base: string, worktree: string): string | undefined {
+  const admin = path.join(base, '.git', 'worktrees');
   const pointsHere = (dir: string) => {
     try {
       return path.resolve(readFileSync(path.join(dir, 'gitdir'), 'utf8').trim()) === path.join(worktree, '.git');
@@ -138,7 +138,7 @@ function pinned(cwd: string | undefined): { prefix: string[]; clone?: ProtectedC
   for (const clone of protectedClones) {
     if (resolved === clone.base) return { prefix: [], clone };
     if (path.dirname(resolved) === clone.worktreesRoot) {
-      const gitDir = worktreeGitDir(clone, resolved);
+      const gitDir = adminDirectory(clone.base, resolved);
       return { prefix: gitDir ? [`--git-dir=${gitDir}`, `--work-tree=${resolved}`] : [], clone };
     }
   }
@@ -214,10 +214,20 @@ export async function addWorktree(baseClone: string, worktree: string, branch: s
 }
 
 export async function removeWorktree(baseClone: string, worktree: string): Promise<void> {
+  const remove = () => gitAt(baseClone).raw(['worktree', 'remove', '--force', '--force', worktree]);
   try {
-    await gitAt(baseClone).raw(['worktree', 'remove', '--force', '--force', worktree]);
+    await remove();
   } catch {
-    // Not registered (a half-made worktree): the directory is removed by the caller.
+    // git refuses when the worktree's `.git` file no longer points back at the clone (a candidate
+    // may rewrite it): point it back from the clone's side and try again.
+    const admin = adminDirectory(path.resolve(baseClone), path.resolve(worktree));
+    if (admin === undefined) return; // Not registered (a half-made worktree): the caller removes the directory.
+    try {
+      writeFileSync(path.join(worktree, '.git'), `gitdir: ${admin}\n`);
+      await remove();
+    } catch {
+      // Still refused: prune drops the registration once the caller has removed the directory.
+    }
   }
 }
 

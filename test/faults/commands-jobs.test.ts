@@ -9,6 +9,8 @@ import { detectContainment } from '../../src/shared/sandbox.ts';
 import { stopTestServer } from '../helpers/database.ts';
 import { createFixture, openQueue, startWorker, stopEverything, type Fixture, type QueueClient } from '../helpers/experiment.ts';
 import { allFiles, NODE, processesMentioning, waitFor, type Spawned } from '../helpers/processes.ts';
+import { assertAudit } from './audit.ts';
+import { auditFixture } from './helpers.ts';
 
 /**
  * Hostile agents and evaluators run by a real worker against a real database and git remote, in the
@@ -225,6 +227,9 @@ async function audit(c: Case, jobIds: readonly string[], caseMarkers: readonly s
     assert.ok(!rows.some((row) => row.text.includes(secret)), `a stored row holds the secret ${secret.slice(0, 4)}…`);
     assert.ok(!logs.some((text) => text.includes(secret)), `a log line holds the secret ${secret.slice(0, 4)}…`);
   }
+  // And the audit every fault test shares (the books balance, nothing left behind, no secret).
+  const alive = c.worker.child.exitCode === null && c.worker.child.signalCode === null;
+  assertAudit(await auditFixture(c.fixture, c.queue, { secrets: [API_KEY], ignorePids: alive ? [c.worker.pid] : [] }));
 }
 
 const bubblewrap = (() => {
