@@ -110,9 +110,13 @@ export class SupervisorDatabase {
     this.pending.add(task);
   }
 
+  /**
+   * Waits for the hand-backs under way, each finishing its current try: while stopping, a
+   * database that is down is not waited for (the scheduler's reconcile hands those jobs back).
+   */
   async close(): Promise<void> {
-    await Promise.all(this.pending);
     this.closed = true;
+    await Promise.all(this.pending);
     const connection = this.connection;
     this.connection = undefined;
     if (!connection) return;

@@ -3,6 +3,9 @@ import { fileURLToPath } from 'node:url';
 import { migrate } from '../shared/db/migrations/index.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { embeddedDatabaseDirectory, startEmbeddedDatabase, type EmbeddedDatabase } from '../shared/embedded-database.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Backoff } from '../shared/backoff.ts';
+import { isDatabaseUnavailable } from '../shared/db-availability.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { createProcessLog, urlPasswords } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
@@ -88,12 +91,26 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     await database.stop().catch((error) => logger.error({ err: error }, 'embedded database did not stop cleanly'));
   };
 
-  try {
-    await checkDatabase(url, settings);
-  } catch (error) {
-    await stopDatabase();
-    log.flush();
-    throw new Error(`cannot use the database: ${errorMessage(error)}`);
+  // A server that is not reachable yet (restarting, still starting) is waited for with capped
+  // backoff, as the children do; a real error (a wrong password, a broken schema) stops here.
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      await checkDatabase(url, settings);
+      if (backoff.failures > 0) logger.info({ failedTries: backoff.failures }, 'the database is reachable');
+      break;
+    } catch (error) {
+      // Asked to stop while waiting: the clean stop below, not an error.
+      if (stopRequested) break;
+      if (!isDatabaseUnavailable(error)) {
+        await stopDatabase();
+        log.flush();
+        throw new Error(`cannot use the database: ${errorMessage(error)}`);
+      }
+      const delayMs = backoff.next();
+      logger.warn({ error: errorMessage(error), retryInMs: delayMs, failedTries: backoff.failures }, 'the database is unavailable: waiting for it');
+      await sleep(delayMs);
+    }
   }
 
   if (stopRequested) {

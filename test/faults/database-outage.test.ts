@@ -19,10 +19,17 @@ import { openQueue } from '../helpers/experiment.ts';
 
 const running: Spawned[] = [];
 let server: EmbeddedDatabase | undefined;
+// Every server instance started, stopped at the end (stop is idempotent); the temp dirs go with the process.
+const started: EmbeddedDatabase[] = [];
+const startServer = async (directory: string, port: number) => {
+  const database = await startEmbeddedDatabase({ directory, port });
+  started.push(database);
+  return database;
+};
 after(async () => {
   for (const spawned of running) spawned.killGroup('SIGKILL');
   killAllSpawned();
-  await server?.remove().catch(() => undefined);
+  for (const database of started) await database.stop().catch(() => undefined);
 });
 
 const SHORT_OUTAGES = 3;
@@ -34,7 +41,7 @@ const JOBS = 24;
 test('three short database outages and one of 60 s under a running experiment: nothing exits, nothing is lost or recorded twice', async (t) => {
   const directory = tempDir('loreley-outage-pg-');
   const port = await freePort();
-  server = await startEmbeddedDatabase({ directory, port });
+  server = await startServer(directory, port);
   const url = server.url;
   const fixture = await createFixture({
     experimentId: 'outage',
@@ -65,7 +72,7 @@ test('three short database outages and one of 60 s under a running experiment: n
     progress(`database stopped for ${ms / 1000} s (${before} jobs succeeded so far)`);
     await new Promise((resolve) => setTimeout(resolve, ms));
     assert.equal(supervisor.child.exitCode, null, 'the supervisor rides the outage out');
-    server = await startEmbeddedDatabase({ directory, port });
+    server = await startServer(directory, port);
     const back = performance.now();
     progress('database started again');
     await waitFor('progress after the outage', async () => (await succeeded()) > before, 120_000, 500, supervisor);
@@ -88,4 +95,36 @@ test('three short database outages and one of 60 s under a running experiment: n
   t.diagnostic(`results recorded from the spool after an outage: ${spooled}`);
   assertAudit(report);
   assert.equal(report.counts.succeeded + report.counts.failed, report.counts.jobs, 'every job ended');
+  await server.stop();
+  server = undefined;
+});
+
+test('a supervisor started while its database is down waits for it, then runs: no exit, no crash', async (t) => {
+  const directory = tempDir('loreley-outage-pg-');
+  const port = await freePort();
+  const database = await startServer(directory, port);
+  const url = database.url;
+  await database.stop();
+  const fixture = await createFixture({ experimentId: 'outage-start', database: false, env: { DATABASE_URL: url } });
+  Object.assign(fixture, { databaseUrl: url });
+  const settings = fixtureSettings(fixture);
+  const supervisor = spawnSupervisor(['--workers', '1', '--no-scheduler'], { env: fixture.env, cwd: fixture.root });
+  running.push(supervisor);
+  const supervisorLog = () => readLog(logDir(fixture, settings, 'supervisor', 'supervisor'));
+  await waitFor('the supervisor to wait for the database', () => supervisorLog().some((line) => line.msg === 'the database is unavailable: waiting for it'), 30_000, 50, supervisor);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  assert.equal(supervisor.child.exitCode, null, 'still waiting, not exited');
+  server = await startServer(directory, port);
+  const back = performance.now();
+  const queue = await openQueue(fixture, url);
+  try {
+    const jobId = await queue.enqueue({});
+    await waitFor('the job to succeed', async () => (await queue.job(jobId)).status === 'succeeded', 60_000, 100, supervisor);
+    t.diagnostic(`database up → first job done in ${Math.round(performance.now() - back)} ms`);
+  } finally {
+    await queue.close();
+  }
+  process.kill(supervisor.pid, 'SIGTERM');
+  assert.equal((await supervisor.waitExit(60_000)).code, 0);
+  assert.ok(!supervisorLog().some((line) => /exited unexpectedly|marked errored/.test(String(line.msg))));
 });
