@@ -1,7 +1,9 @@
 import type OpenAI from 'openai';
+import pLimit from 'p-limit';
 import type { Pool } from '../db/pool.ts';
 import { recordModelCall } from '../db/usage.ts';
 import type { EmbeddingClientSettings, OpenAiEndpointSettings } from '../settings/agent.ts';
+import { chunkText, DEFAULT_CHUNK_SETTINGS, type ChunkSettings } from './chunk.ts';
 import { describeCallError, openAiClient } from './client.ts';
 import type { Settings } from '../settings/index.ts';
 import { costUsd, priceTableFromSettings, type PriceTable } from './pricing.ts';
@@ -9,8 +11,9 @@ import { costUsd, priceTableFromSettings, type PriceTable } from './pricing.ts';
 /**
  * Code embeddings from an OpenAI-compatible `/embeddings` endpoint, for the scheduler's
  * `embedding` behaviour descriptor (`MAPELITES_CODE_EMBEDDING_MODEL`, `…_DIMENSIONS`). Texts go in
- * batches of `batchSize`; vectors come back in input order, each of `dimensions` numbers. The
- * caller caches by blob hash under `id`, which changes with the model and the dimensions.
+ * batches of `batchSize`, at most `concurrency` requests in flight; vectors come back in input
+ * order, each of `dimensions` numbers. The caller caches by blob hash under `id`, which changes
+ * with the model and the dimensions.
  *
  * `dimensions` is sent to the server (OpenAI's text-embedding-3 models shorten their vectors);
  * a server that ignores it and returns longer vectors gets them cut and renormalised, a shorter
@@ -57,12 +60,15 @@ export class OpenAiEmbedder implements TextEmbedder {
   }
 
   async embed(texts: string[]): Promise<number[][]> {
-    const vectors: number[][] = [];
     const size = this.options.settings.batchSize;
+    // Bounded: a commit of a thousand files must not open a hundred requests at once.
+    const limit = pLimit(this.options.settings.concurrency ?? 1);
+    const batches: Array<Promise<number[][]>> = [];
     for (let start = 0; start < texts.length; start += size) {
-      vectors.push(...(await this.batch(texts.slice(start, start + size))));
+      const slice = texts.slice(start, start + size);
+      batches.push(limit(() => this.batch(slice)));
     }
-    return vectors;
+    return (await Promise.all(batches)).flat();
   }
 
   private async batch(texts: string[]): Promise<number[][]> {
@@ -80,9 +86,11 @@ export class OpenAiEmbedder implements TextEmbedder {
       } catch (error) {
         const status = (error as { status?: number }).status;
         if (!this.sendDimensions || (status !== 400 && status !== 422)) throw error;
-        // A server that does not know `dimensions`: ask without it and cut the vectors here.
-        this.sendDimensions = false;
+        // A server that does not know `dimensions`: ask without it and cut the vectors here. When
+        // that is refused too, the 400 was about something else (an input too long): keep asking
+        // with `dimensions`.
         response = await this.client.embeddings.create({ model, input, encoding_format: 'float' }, { signal: this.options.signal });
+        this.sendDimensions = false;
       }
       const data = Array.isArray(response?.data) ? [...response.data] : [];
       if (data.length !== texts.length) throw new Error(`expected ${texts.length} embeddings, got ${data.length}`);
@@ -112,14 +120,62 @@ export class OpenAiEmbedder implements TextEmbedder {
 }
 
 /**
- * The embedder the settings describe (`OPENAI_*`, `MAPELITES_CODE_EMBEDDING_*`), recording its
- * calls against the experiment.
+ * A file embedder over a text embedder with a bounded context: each file is cut into chunks of
+ * about 80 lines (see chunk.ts), every chunk is embedded, and the file's vector is the mean of its
+ * chunks' vectors, L2-normalised. So no file is too long for the model, and a file's vector still
+ * reflects all of it (up to the chunk cap).
  */
-export function embedderFromSettings(settings: Settings, pool: Pool, signal?: AbortSignal): OpenAiEmbedder {
-  return new OpenAiEmbedder({
+export class ChunkedEmbedder implements TextEmbedder {
+  readonly id: string;
+  readonly dimensions: number;
+  private readonly inner: TextEmbedder;
+  private readonly chunk: ChunkSettings;
+
+  constructor(inner: TextEmbedder, chunk: ChunkSettings = DEFAULT_CHUNK_SETTINGS) {
+    this.inner = inner;
+    this.chunk = chunk;
+    this.dimensions = inner.dimensions;
+    // The chunking shapes the vectors, so it is part of the cache key.
+    this.id = `${inner.id}:chunks-${chunk.targetLines}-${chunk.minLines}-${chunk.overlapLines}-${chunk.maxChunks}`;
+  }
+
+  async embed(texts: string[]): Promise<number[][]> {
+    const owners: number[] = [];
+    const pieces: string[] = [];
+    texts.forEach((text, index) => {
+      const chunks = chunkText(text, this.chunk);
+      // An empty file still gets a vector, as it did unchunked.
+      for (const chunk of chunks.length > 0 ? chunks.map((c) => c.text) : ['']) {
+        owners.push(index);
+        pieces.push(chunk);
+      }
+    });
+    const vectors = pieces.length > 0 ? await this.inner.embed(pieces) : [];
+    const sums = texts.map(() => new Array<number>(this.dimensions).fill(0));
+    const counts = texts.map(() => 0);
+    vectors.forEach((vector, i) => {
+      const sum = sums[owners[i]];
+      for (let d = 0; d < sum.length; d++) sum[d] += vector[d] ?? 0;
+      counts[owners[i]] += 1;
+    });
+    return sums.map((sum, i) => {
+      const mean = sum.map((value) => value / Math.max(counts[i], 1));
+      const norm = Math.hypot(...mean);
+      return norm > 0 ? mean.map((value) => value / norm) : mean;
+    });
+  }
+}
+
+/**
+ * The embedder the settings describe (`OPENAI_*`, `MAPELITES_CODE_EMBEDDING_*`, `MAPELITES_CHUNK_*`):
+ * files chunked for the model, calls recorded against the experiment.
+ */
+export function embedderFromSettings(settings: Settings, pool: Pool, signal?: AbortSignal): ChunkedEmbedder {
+  const model = new OpenAiEmbedder({
     endpoint: settings.agent.openai,
     settings: settings.agent.embeddings,
     usage: { pool, experimentId: settings.experiment.uuid, prices: priceTableFromSettings(settings) },
     signal,
   });
+  return new ChunkedEmbedder(model, settings.agent.embeddings.chunk);
 }

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ChunkSettings } from '../llm/chunk.ts';
 import type { EnvReader } from './reader.ts';
 
 /**
@@ -82,6 +83,10 @@ export interface EmbeddingClientSettings {
   readonly dimensions: number;
   /** Texts per request. */
   readonly batchSize: number;
+  /** Requests in flight at once (`MAPELITES_CODE_EMBEDDING_CONCURRENCY`); unset means one. */
+  readonly concurrency?: number;
+  /** How files are cut for the model (`MAPELITES_CHUNK_*`); unset means the original's defaults. */
+  readonly chunk?: ChunkSettings;
 }
 
 export interface AgentSettings {
@@ -226,6 +231,13 @@ export function readAgentSettings(reader: EnvReader, cwd?: string): AgentSetting
       model: reader.string('MAPELITES_CODE_EMBEDDING_MODEL', 'text-embedding-3-small'),
       dimensions: reader.int('MAPELITES_CODE_EMBEDDING_DIMENSIONS', 256, { min: 1, max: 16384 }),
       batchSize: reader.int('MAPELITES_CODE_EMBEDDING_BATCH_SIZE', 64, { min: 1, max: 2048 }),
+      concurrency: reader.int('MAPELITES_CODE_EMBEDDING_CONCURRENCY', 4, { min: 1, max: 64 }),
+      chunk: {
+        targetLines: reader.int('MAPELITES_CHUNK_TARGET_LINES', 80, { min: 1 }),
+        minLines: reader.int('MAPELITES_CHUNK_MIN_LINES', 20, { min: 1 }),
+        overlapLines: reader.int('MAPELITES_CHUNK_OVERLAP_LINES', 8, { min: 0 }),
+        maxChunks: reader.int('MAPELITES_CHUNK_MAX_CHUNKS_PER_FILE', 64, { min: 1 }),
+      },
     },
   };
 }

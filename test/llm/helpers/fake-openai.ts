@@ -28,7 +28,21 @@ export interface FakeOpenAi {
   /** Steps still unanswered. */
   readonly remaining: () => number;
   push(...steps: ChatStep[]): void;
+  /** The most embeddings requests the server was answering at one time. */
+  readonly embeddingsPeak: () => number;
   close(): Promise<void>;
+}
+
+export interface FakeOpenAiOptions {
+  readonly embeddingDimensions?: number;
+  readonly ignoreDimensions?: boolean;
+  /**
+   * Like a real embedding model's context: an input longer than this many characters is refused
+   * with HTTP 400 and OpenAI's "maximum context length" message.
+   */
+  readonly maxInputChars?: number;
+  /** Each embeddings answer waits this long, so concurrent requests overlap. */
+  readonly embeddingDelayMs?: number;
 }
 
 /** A deterministic unit vector for a text. */
@@ -47,10 +61,12 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(typeof body === 'string' ? body : JSON.stringify(body));
 }
 
-export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddingDimensions?: number; ignoreDimensions?: boolean } = {}): Promise<FakeOpenAi> {
+export async function startFakeOpenAi(steps: ChatStep[] = [], options: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
   const queue = [...steps];
   const requests: RecordedRequest[] = [];
   let completions = 0;
+  let embeddingsInFlight = 0;
+  let embeddingsPeak = 0;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -66,12 +82,23 @@ export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddi
       if (req.method === 'POST' && path.endsWith('/embeddings')) {
         const input: string[] = Array.isArray(body.input) ? body.input : [body.input];
         const dimensions = (options.ignoreDimensions ? undefined : body.dimensions) ?? options.embeddingDimensions ?? 16;
-        send(res, 200, {
-          object: 'list',
-          model: body.model,
-          data: input.map((text, index) => ({ object: 'embedding', index, embedding: fakeVector(text, dimensions) })).reverse(),
-          usage: { prompt_tokens: input.join(' ').split(/\s+/).length, total_tokens: input.join(' ').split(/\s+/).length },
-        });
+        const tooLong = options.maxInputChars === undefined ? -1 : input.findIndex((text) => text.length > options.maxInputChars!);
+        embeddingsInFlight += 1;
+        embeddingsPeak = Math.max(embeddingsPeak, embeddingsInFlight);
+        setTimeout(() => {
+          embeddingsInFlight -= 1;
+          if (tooLong >= 0) {
+            const message = `This model's maximum context length is ${Math.floor(options.maxInputChars! / 4)} tokens, however you requested ${Math.ceil(input[tooLong].length / 4)} tokens (input ${tooLong}). Please reduce your prompt.`;
+            send(res, 400, { error: { message, type: 'invalid_request_error', param: 'input', code: 'context_length_exceeded' } });
+            return;
+          }
+          send(res, 200, {
+            object: 'list',
+            model: body.model,
+            data: input.map((text, index) => ({ object: 'embedding', index, embedding: fakeVector(text, dimensions) })).reverse(),
+            usage: { prompt_tokens: input.join(' ').split(/\s+/).length, total_tokens: input.join(' ').split(/\s+/).length },
+          });
+        }, options.embeddingDelayMs ?? 0);
         return;
       }
       if (req.method !== 'POST' || !path.endsWith('/chat/completions')) {
@@ -116,6 +143,7 @@ export async function startFakeOpenAi(steps: ChatStep[] = [], options: { embeddi
     chatRequests: () => requests.filter((r) => r.path.endsWith('/chat/completions')),
     remaining: () => queue.length,
     push: (...more) => queue.push(...more),
+    embeddingsPeak: () => embeddingsPeak,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
