@@ -69,12 +69,12 @@ async function run(env: Record<string, string>) {
 }
 
 describe('coding-agent CLI presets', () => {
-  it('runs `codex exec --full-auto -` from PATH with the built prompt on stdin', async () => {
+  it('runs `codex exec --full-auto --json -` from PATH with the built prompt on stdin', async () => {
     const { harness, agent, job, outcome, error } = await run({ WORKER_AGENT_BACKEND: 'codex' });
     assert.equal(error, undefined, String(error));
     assert.equal(agent.name, 'codex');
     const record = JSON.parse(readFileSync(path.join(records, 'codex.json'), 'utf8'));
-    assert.deepEqual(record.argv, ['exec', '--full-auto', '-']);
+    assert.deepEqual(record.argv, ['exec', '--full-auto', '--json', '-']);
     assert.equal(record.jobId, job.id);
     assert.match(record.stdin, /maximise SCORE/);
     assert.match(record.stdin, /- program\.js \(change only the lines between EVOLVE-BLOCK-START and EVOLVE-BLOCK-END\)/);
@@ -97,7 +97,7 @@ describe('coding-agent CLI presets', () => {
     assert.equal(error, undefined, String(error));
     assert.equal(agent.name, 'claude');
     const record = JSON.parse(readFileSync(path.join(records, 'my-claude.json'), 'utf8'));
-    assert.deepEqual(record.argv, ['-p', '--permission-mode', 'acceptEdits', '--allowedTools', CLAUDE_ALLOWED_TOOLS, '--output-format', 'text', '--model', 'sonnet']);
+    assert.deepEqual(record.argv, ['-p', '--permission-mode', 'acceptEdits', '--allowedTools', CLAUDE_ALLOWED_TOOLS, '--output-format', 'json', '--model', 'sonnet']);
     assert.match(record.stdin, /# Goal\s+maximise SCORE/);
     assert.equal(path.basename(record.cwd), job.id);
     assert.equal(job.status, 'succeeded');
