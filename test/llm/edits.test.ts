@@ -151,3 +151,14 @@ describe('evolvable files', () => {
     assert.equal(writable(set, 'docs/readme.md', seed).ok, false);
   });
 });
+
+describe('why a SEARCH does not apply', () => {
+  it('names the closest place and the first line that differs there', () => {
+    const content = 'a = 1\nfunction f() {\n  const radius = 0.1;\n  return radius;\n}\n';
+    const result = applySearchReplace(content, 'function f() {\n  const radius = 0.2;\n  return radius;\n', 'x\n');
+    assert.equal(result.ok, false);
+    assert.match(!result.ok ? result.reason : '', /it comes closest at line 2, but its line 2 is "const radius = 0\.2;" where the file has "const radius = 0\.1;" \(line 3\)/);
+    const nothing = applySearchReplace(content, 'zzzz qqqq\n', '');
+    assert.match(!nothing.ok ? nothing.reason : '', /nothing in the file resembles it \(it starts with "zzzz qqqq"\)/);
+  });
+});

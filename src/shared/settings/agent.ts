@@ -109,8 +109,14 @@ export interface AgentSettings {
   /** Defaults for what a job's payload does not say. */
   readonly constraints: string | undefined;
   readonly acceptanceCriteria: string | undefined;
-  /** Failed jobs on the same parent shown in the prompt. */
+  /** Failed jobs on the same parent shown in the prompt (`{{failures}}`). */
   readonly failureContext: number;
+  /** Finished attempts from the same parent shown with their scores and feedback (`{{attempts}}`). */
+  readonly attemptContext: number;
+  /** The archive's best programs shown (`{{top_programs}}`). */
+  readonly topPrograms: number;
+  /** Bound on the prompt; the optional parts are fitted into it by priority. */
+  readonly promptMaxTokens: number;
   readonly planning: PlanningSettings;
   readonly codex: CliAgentSettings;
   readonly claude: CliAgentSettings;
@@ -217,6 +223,9 @@ export function readAgentSettings(reader: EnvReader, cwd?: string): AgentSetting
     constraints: reader.optionalString('WORKER_AGENT_CONSTRAINTS'),
     acceptanceCriteria: reader.optionalString('WORKER_AGENT_ACCEPTANCE_CRITERIA'),
     failureContext: reader.int('WORKER_AGENT_FAILURE_CONTEXT', 3, { min: 0, max: 50 }),
+    attemptContext: reader.int('WORKER_AGENT_ATTEMPT_CONTEXT', 5, { min: 0, max: 50 }),
+    topPrograms: reader.int('WORKER_AGENT_TOP_PROGRAMS', 3, { min: 0, max: 20 }),
+    promptMaxTokens: reader.int('WORKER_AGENT_PROMPT_MAX_TOKENS', 16000, { min: 1000 }),
     planning: {
       enabled: reader.bool('WORKER_PLANNING_ENABLED', false),
       model: reader.optionalString('WORKER_PLANNING_MODEL'),

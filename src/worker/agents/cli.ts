@@ -50,7 +50,7 @@ function keyFromEnvironment(name: string): Record<string, string> {
 function promptBuilder(deps: AgentDependencies): (request: AgentRequest) => Promise<string> {
   const { settings, pool } = deps;
   const templates = new PromptTemplates(path.resolve(settings.cwd, settings.agent.promptsDir));
-  return async (request) => cliPrompt(templates, await gatherMaterial(pool, settings.agent, request));
+  return async (request) => cliPrompt(templates, await gatherMaterial(pool, settings.agent, request, settings.archive));
 }
 
 /**

@@ -47,7 +47,7 @@ export class OpenAiAgent implements MutationAgent {
     const { context, worktree, logger } = request;
     const signal = AbortSignal.any([request.signal, AbortSignal.timeout(settings.timeoutSeconds * 1000)]);
     const model = drawModel(settings.models, context.jobId);
-    const material = await gatherMaterial(this.deps.pool, settings, request);
+    const material = await gatherMaterial(this.deps.pool, settings, request, this.deps.settings.archive);
     const evolvable = material.evolvable;
     if (evolvable.files.length === 0 && evolvable.globs.length === 0) {
       throw new EvolutionWorkerError(

@@ -303,5 +303,54 @@ export function applySearchReplace(content: string | undefined, search: string, 
     const inserted = body.length === 0 ? '' : `${body.join('\n')}${end > endOfLast || tail !== '' ? '\n' : ''}`;
     return { ok: true, content: content.slice(0, start) + inserted + tail, match: kind };
   }
-  return { ok: false, reason: 'the SEARCH text was not found in the file (not even ignoring whitespace); copy the lines exactly as they are in the current file' };
+  return { ok: false, reason: `the SEARCH text was not found in the file (not even ignoring whitespace): ${closestMismatch(lines, searchLines)}; copy the lines exactly as they are in the current file` };
+}
+
+function quoteLine(line: string): string {
+  const trimmed = line.trim();
+  return JSON.stringify(trimmed.length > 120 ? `${trimmed.slice(0, 120)}…` : trimmed);
+}
+
+/** Bigram (Dice) similarity of two trimmed lines, in [0, 1]. */
+function similarity(a: string, b: string): number {
+  const x = a.trim();
+  const y = b.trim();
+  if (x === y) return 1;
+  if (x.length < 2 || y.length < 2) return 0;
+  const grams = new Map<string, number>();
+  for (let i = 0; i + 1 < x.length; i++) grams.set(x.slice(i, i + 2), (grams.get(x.slice(i, i + 2)) ?? 0) + 1);
+  let shared = 0;
+  for (let i = 0; i + 1 < y.length; i++) {
+    const gram = y.slice(i, i + 2);
+    const left = grams.get(gram) ?? 0;
+    if (left > 0) {
+      shared++;
+      grams.set(gram, left - 1);
+    }
+  }
+  return (2 * shared) / (x.length - 1 + y.length - 1);
+}
+
+/**
+ * Where the SEARCH text comes closest to the file (the start line where its lines are most alike
+ * the file's) and its first line that differs there, so the model sees exactly what it misquoted
+ * rather than only that it did.
+ */
+export function closestMismatch(lines: readonly string[], searchLines: readonly string[]): string {
+  let best = -1;
+  let bestScore = 0;
+  for (let i = 0; i < lines.length; i++) {
+    let score = 0;
+    for (let k = 0; k < searchLines.length && i + k < lines.length; k++) if (searchLines[k].trim() !== '') score += similarity(lines[i + k], searchLines[k]);
+    if (score > bestScore) {
+      best = i;
+      bestScore = score;
+    }
+  }
+  const firstLine = searchLines.find((line) => line.trim() !== '') ?? '';
+  if (best < 0 || bestScore < 0.3) return `nothing in the file resembles it (it starts with ${quoteLine(firstLine)})`;
+  const k = searchLines.findIndex((line, index) => best + index >= lines.length || lines[best + index].trim() !== line.trim());
+  const where = `it comes closest at line ${best + 1}`;
+  if (best + k >= lines.length) return `${where}, but its line ${k + 1} ${quoteLine(searchLines[k])} runs past the end of the file`;
+  return `${where}, but its line ${k + 1} is ${quoteLine(searchLines[k])} where the file has ${quoteLine(lines[best + k])} (line ${best + k + 1})`;
 }
