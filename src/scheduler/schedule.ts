@@ -8,7 +8,7 @@ import { sample } from './sampler.ts';
 
 /**
  * Stage 4, schedule: new jobs within the unfinished cap, the batch size and the budget. While the
- * archive is empty they are seeds from the root (at most MAPELITES_SEED_POPULATION_SIZE unfinished
+ * archive holds no more than the root's baseline they are seeds from the root (at most MAPELITES_SEED_POPULATION_SIZE unfinished
  * at once); after that each is sampled from its island, islands taken round-robin. The sampler's
  * random state and island cursor are saved with the jobs, so a restart continues the sequence.
  */
@@ -35,7 +35,9 @@ export async function scheduleStage(context: SchedulerContext, root: string): Pr
       cursor = (cursor + 1) % archive.islands;
       return island;
     };
-    if (elites.length === 0) {
+    // Seeds while the archive holds nothing but the root's baseline (the baseline gate means the
+    // baseline is usually in by the time anything is scheduled).
+    if (elites.every((elite) => elite.source === 'baseline')) {
       const seeds = Math.min(capacity, archive.seedPopulationSize - (await countUnfinishedSeeds(client, experimentId)));
       for (let i = 0; i < seeds; i++) {
         const island = nextIsland();

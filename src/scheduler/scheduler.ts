@@ -1,4 +1,4 @@
-import { countEvolutionJobs, countUnfinished } from '../shared/db/jobs.ts';
+import { countEvolutionJobs, countUnfinished, databaseNow } from '../shared/db/jobs.ts';
 import type { Pool } from '../shared/db/pool.ts';
 import { errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -12,6 +12,7 @@ import { dispatchStage } from './dispatch.ts';
 import { HashedNgramEmbedder, type FileEmbedder } from './embedding/embedder.ts';
 import { RepositoryStateEmbedding } from './embedding/repository-state.ts';
 import { experimentIsDone, finishExperiment, type FinalSummary } from './finish.ts';
+import { checkRunHealth, type RunStop } from './health.ts';
 import { ingestStage } from './ingest.ts';
 import { seedFromString } from './random.ts';
 import { reconcileStage, type ReconcileResult } from './reconcile.ts';
@@ -73,6 +74,10 @@ export class EvolutionScheduler {
   private readonly workerId: string;
   private root: string | undefined;
   private finishing: Promise<FinalSummary> | undefined;
+  /** When this scheduler started, by the database's clock: the circuit breaker counts jobs since. */
+  private startedAt: Date | undefined;
+  /** Set once the baseline failed or the circuit breaker tripped: nothing more is scheduled. */
+  private stop: RunStop | undefined;
 
   constructor(options: EvolutionSchedulerOptions) {
     const { settings, pool, logger } = options;
@@ -114,6 +119,28 @@ export class EvolutionScheduler {
   /** Experiment start (`start.ts`): the clone, the root commit, the archive and the baseline job. */
   async start(): Promise<void> {
     this.root = await startExperiment(this.context);
+    this.startedAt = await databaseNow(this.context.pool);
+  }
+
+  /** Why the run stopped (the baseline failed, the circuit breaker tripped), if it did. */
+  get stopped(): RunStop | undefined {
+    return this.stop;
+  }
+
+  /** The schedule stage, behind the baseline gate and the circuit breaker (`health.ts`). */
+  private async scheduleIfHealthy(): Promise<number> {
+    if (this.stop) return 0;
+    const health = await checkRunHealth(this.context, this.startedAt ?? new Date(0));
+    if (health.state === 'waiting-for-baseline') {
+      this.context.logger.debug('waiting for the baseline evaluation to succeed before scheduling evolution jobs');
+      return 0;
+    }
+    if (health.state === 'stopped') {
+      this.stop = health.stop;
+      this.context.logger.error({ stopKind: health.stop.kind }, `run stopped, nothing more is scheduled: ${health.stop.reason}`);
+      return 0;
+    }
+    return scheduleStage(this.context, this.rootCommit);
   }
 
   /** One pass of ingest → dispatch → reconcile → schedule. */
@@ -135,7 +162,7 @@ export class EvolutionScheduler {
     const ingested = await run('ingest', () => ingestStage(context), [] as Array<IngestionOutcome | Error>);
     const dispatched = await run('dispatch', () => dispatchStage(context), 0);
     const reconciled = await run('reconcile', () => reconcileStage(context), { checked: 0, failed: 0, resent: 0 });
-    const scheduled = await run('schedule', () => scheduleStage(context, this.rootCommit), 0);
+    const scheduled = await run('schedule', () => this.scheduleIfHealthy(), 0);
     const [unfinished, evolutionJobs] = await Promise.all([
       countUnfinished(context.pool, this.experimentId).catch(() => -1),
       countEvolutionJobs(context.pool, this.experimentId).catch(() => -1),
@@ -160,14 +187,17 @@ export class EvolutionScheduler {
     return costBudgetExhausted(this.context);
   }
 
-  /** A budget (jobs or cost) is spent, every job has finished and every success has been ingested. */
-  isFinished(): Promise<boolean> {
-    return experimentIsDone(this.context);
+  /**
+   * A budget (jobs or cost) is spent, every job has finished and every success has been ingested;
+   * or the run was stopped (it ends at once: jobs in flight are handed back by the drain).
+   */
+  async isFinished(): Promise<boolean> {
+    return this.stop !== undefined || experimentIsDone(this.context);
   }
 
   /** Ends the experiment once (`finish.ts`); a failed attempt may be tried again. */
   finish(): Promise<FinalSummary> {
-    this.finishing ??= finishExperiment(this.context, this.rootCommit, this.workerId).catch((error) => {
+    this.finishing ??= finishExperiment(this.context, this.rootCommit, this.workerId, this.stop).catch((error) => {
       this.finishing = undefined;
       throw error;
     });

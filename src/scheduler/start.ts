@@ -48,7 +48,10 @@ export async function startExperiment(context: SchedulerContext): Promise<string
 
   await context.archive.open();
   const baselines = await findJobsByKind(pool, experimentId, 'baseline');
-  if (baselines.length === 0) {
+  const latest = baselines.at(-1);
+  // A baseline that failed is tried again at the next start: the cause (the evaluator) may be fixed.
+  if (!latest || latest.status === 'failed' || latest.status === 'cancelled') {
+    if (latest) logger.warn({ jobId: latest.id, lastError: latest.lastError }, 'the last baseline evaluation failed: evaluating the root again');
     const job = await insertJob(pool, {
       experimentId,
       kind: 'baseline',

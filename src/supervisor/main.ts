@@ -143,15 +143,26 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   });
 
   let finished = false;
+  // A run the scheduler stopped (the baseline failed, the circuit breaker tripped, every job failed)
+  // ends the supervisor with a non-zero exit, --exit-when-done or not: nothing more will happen.
+  let runStopped: string | undefined;
   supervisor.on('done', (summary) => {
     finished = true;
+    const stopped = (summary as { stopped?: { reason?: unknown } | null }).stopped;
+    if (typeof stopped?.reason === 'string') {
+      runStopped = stopped.reason;
+      logger.fatal({ summary }, `the run stopped: ${stopped.reason}`);
+      supervisor.stop('the run stopped');
+      return;
+    }
     if (settings.supervisor.exitWhenDone) supervisor.stop('the run is finished (--exit-when-done)');
     else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
   });
   observer.startStatusLine(settings.supervisor.statusIntervalSeconds);
 
   supervisor.start();
-  const code = await supervisor.stopped;
+  const exitCode = await supervisor.stopped;
+  const code = runStopped !== undefined ? Math.max(exitCode, 1) : exitCode;
   await observer.finish(code !== 0 ? { kind: 'failed', code } : finished || !signalled ? { kind: 'finished' } : { kind: 'stopped', signal: signalled });
   await lostJobs.close();
   process.off('SIGTERM', onSignal);

@@ -32,7 +32,11 @@ test('LORELEY_MAX_COST_USD stops new scheduling and ends the run as the job budg
     };
 
     const evolutionJobs = async () => (await listByStatus(fixture.pool, experimentId, ['pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled'])).filter((job) => job.kind === 'evolution');
-    // Round 1: baseline + two seeds scheduled; nothing spent yet, so the budget does not bite.
+    // The baseline gates the run: it is evaluated before anything else is scheduled.
+    await scheduler.tick();
+    assert.equal((await evolutionJobs()).length, 0);
+    await finishAll();
+    // Round 1: two seeds scheduled; nothing spent yet, so the budget does not bite.
     await scheduler.tick();
     assert.equal((await evolutionJobs()).length, 2);
     assert.equal(await scheduler.costBudgetExhausted(), false);

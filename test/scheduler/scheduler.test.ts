@@ -151,25 +151,34 @@ describe('tick', () => {
 
       let tick = await scheduler.tick();
       assert.equal(tick.dispatched, 1, 'the baseline');
-      assert.equal(tick.scheduled, 2, 'seeds, capped by the batch size and by the unfinished cap (baseline + 2 = 3)');
+      assert.equal(tick.scheduled, 0, 'the baseline gates the run: no evolution job before it succeeded');
+      assert.equal(tick.unfinished, 1);
+      await finishAll();
+
+      tick = await scheduler.tick();
+      assert.equal(tick.ingested, 1, 'the baseline');
+      assert.equal(tick.scheduled, 2, 'seeds, capped by the batch size');
+      tick = await scheduler.tick();
+      assert.equal(tick.dispatched, 2);
+      assert.equal(tick.scheduled, 1, 'capped by the unfinished cap (3)');
       assert.equal(tick.unfinished, 3);
       const seeds = (await jobsOf(fixture)).filter((j) => j.kind === 'evolution');
       assert.ok(seeds.every((j) => j.baseCommit === fixture.rootCommit && j.payload.seed === true && j.goal === 'pack circles'));
 
       tick = await scheduler.tick();
-      assert.equal(tick.dispatched, 2);
+      assert.equal(tick.dispatched, 1);
       assert.equal(tick.scheduled, 0, 'no capacity under the unfinished cap');
 
       await finishAll();
       tick = await scheduler.tick();
       assert.equal(tick.ingested + tick.rejected, 2, 'the ingest batch size bounds one tick');
-      assert.equal(tick.scheduled, 2);
+      assert.equal(tick.scheduled, 2, 'only two jobs left in the budget of 5');
       tick = await scheduler.tick();
       assert.equal(tick.ingested + tick.rejected, 1);
-      assert.equal(tick.scheduled, 1, 'only one job left in the budget of 5');
+      assert.equal(tick.scheduled, 0, 'the budget of 5 is spent');
       assert.equal(tick.evolutionJobs, 5);
       const sampled = (await jobsOf(fixture)).filter((j) => j.kind === 'evolution' && !j.payload.seed);
-      assert.equal(sampled.length, 3);
+      assert.equal(sampled.length, 2);
       assert.ok(sampled.every((j) => (j.payload.sampler as { baseCell?: unknown }).baseCell !== undefined));
 
       assert.equal(await scheduler.isFinished(), false);

@@ -339,3 +339,20 @@ export async function recordIngestionAttempt(db: Queryable, id: string, reason: 
   );
   return rows[0]?.attempts ?? 0;
 }
+
+/** Evolution jobs that ended (succeeded or failed) since `since`, newest first: what the circuit breaker reads. */
+export async function recentFinishedEvolutionJobs(db: Queryable, experimentId: string, since: Date, limit: number): Promise<Array<{ status: JobStatus; lastError: string | null }>> {
+  const { rows } = await db.query<{ status: JobStatus; lastError: string | null }>(
+    `SELECT status, last_error AS "lastError" FROM evolution_jobs
+      WHERE experiment_id = $1 AND kind = 'evolution' AND status IN ('succeeded', 'failed') AND finished_at >= $2
+      ORDER BY finished_at DESC, id LIMIT $3`,
+    [experimentId, since, limit],
+  );
+  return rows;
+}
+
+/** The database's clock: runs on several hosts compare job times against one clock. */
+export async function databaseNow(db: Queryable): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>('SELECT now() AS now');
+  return rows[0].now;
+}

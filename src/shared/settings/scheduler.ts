@@ -19,6 +19,8 @@ export interface SchedulerSettings {
   readonly lockPollSeconds: number;
   /** Priority of the root's baseline evaluation job; evolution jobs have priority 0. */
   readonly baselinePriority: number;
+  /** The circuit breaker: this many finished jobs in a row failing for one systemic reason stop the run; 0 turns it off. */
+  readonly maxConsecutiveFailures: number;
 }
 
 export function readSchedulerSettings(reader: EnvReader, cwd: string): SchedulerSettings {
@@ -35,5 +37,6 @@ export function readSchedulerSettings(reader: EnvReader, cwd: string): Scheduler
     maxResends: reader.int('SCHEDULER_MAX_RESENDS', 2, { min: 0 }),
     lockPollSeconds: reader.float('SCHEDULER_LOCK_POLL_SECONDS', 5, { min: 0.05 }),
     baselinePriority: reader.int('SCHEDULER_BASELINE_PRIORITY', 100, { min: 1 }),
+    maxConsecutiveFailures: reader.int('SCHEDULER_MAX_CONSECUTIVE_FAILURES', 5, { min: 0 }),
   };
 }
