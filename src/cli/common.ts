@@ -12,7 +12,10 @@ export function fail(message: string, code = 1): never {
 }
 
 export function settingsOrExit(overrides: Env = {}, command = 'loreley'): Settings {
-  return loadOrExit(() => loadSettings({ overrides }), command);
+  const settings = loadOrExit(() => loadSettings({ overrides }), command);
+  // Once per run: a supervised child (it has an IPC channel) leaves them to its supervisor.
+  if (process.send === undefined) for (const notice of settings.notices) process.stderr.write(`${command}: ${notice}\n`);
+  return settings;
 }
 
 /** For read-only commands (status, logs, report): the experiment and its database, not the agent or evaluator. */

@@ -16,21 +16,26 @@ export interface Sample {
   readonly radius: number;
 }
 
-export function selectInspirations(base: Elite, elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom): { inspirations: Elite[]; radius: number } {
+/** How many rings apart two cells are: Chebyshev on the grid, centroid spacing on a CVT. */
+export type RingDistance = (a: readonly number[], b: readonly number[]) => number;
+
+export function selectInspirations(
+  base: Elite, elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom, ring: RingDistance = chebyshev,
+): { inspirations: Elite[]; radius: number } {
   const others = elites.filter((elite) => elite.cellKey !== base.cellKey && elite.commitHash !== base.commitHash);
   const chosen: Elite[] = [];
   let radius = 0;
   for (let r = 1; r <= maxRadius && chosen.length < count; r++) {
-    const ring = others.filter((elite) => chebyshev(elite.cell, base.cell) === r);
-    if (ring.length === 0) continue;
-    for (const elite of random.shuffle(ring)) {
+    const around = others.filter((elite) => ring(elite.cell, base.cell) === r);
+    if (around.length === 0) continue;
+    for (const elite of random.shuffle(around)) {
       if (chosen.length >= count) break;
       chosen.push(elite);
       radius = r;
     }
   }
   if (chosen.length < count) {
-    const rest = random.shuffle(others.filter((elite) => !chosen.includes(elite) && chebyshev(elite.cell, base.cell) > maxRadius));
+    const rest = random.shuffle(others.filter((elite) => !chosen.includes(elite) && ring(elite.cell, base.cell) > maxRadius));
     for (const elite of rest) {
       if (chosen.length >= count) break;
       // The same commit can be an elite in several cells' histories only once per island, but a
@@ -43,8 +48,8 @@ export function selectInspirations(base: Elite, elites: readonly Elite[], count:
   return { inspirations: chosen, radius };
 }
 
-export function sample(elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom): Sample | undefined {
+export function sample(elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom, ring: RingDistance = chebyshev): Sample | undefined {
   if (elites.length === 0) return undefined;
   const base = random.pick(elites);
-  return { base, ...selectInspirations(base, elites, count, maxRadius, random) };
+  return { base, ...selectInspirations(base, elites, count, maxRadius, random, ring) };
 }

@@ -46,7 +46,7 @@ export async function scheduleStage(context: SchedulerContext, root: string): Pr
     } else {
       for (let i = 0; i < capacity; i++) {
         const island = nextIsland();
-        const picked = sample(byIsland.get(island) ?? [], archive.inspirationCount, archive.neighborMaxRadius, random);
+        const picked = sample(byIsland.get(island) ?? [], archive.inspirationCount, archive.neighborMaxRadius, random, (a, b) => context.archive.tessellation.ringDistance(a, b));
         if (!picked) {
           jobs.push(await insertJob(client, { experimentId, baseCommit: root, goal, island, payload: { sampler: { island, fromRoot: true } } }));
           continue;

@@ -11,8 +11,10 @@ import type { ArchiveSettings } from '../../shared/settings/archive.ts';
 import { meanVector } from '../embedding/repository-state.ts';
 import type { BehaviorDescriptor } from './descriptor.ts';
 import { EmbeddingDescriptor } from './descriptor.ts';
-import { cellKey, cellOf } from './grid.ts';
-import { fitWhitenedPca, isWhitenedPca } from './projection.ts';
+import { seedFromString } from '../random.ts';
+import { CvtTessellation, fitCentroids, GridTessellation, type PointModel, type Tessellation } from './cvt.ts';
+import { cellKey } from './grid.ts';
+import { fitWhitenedPca, isWhitenedPca, type WhitenedPca } from './projection.ts';
 
 /** Where an ingestion put a candidate, as recorded on the job (`ingestion_cell`). */
 export interface Placement {
@@ -66,6 +68,9 @@ export interface ArchiveOptions {
 
 const FIT_SAMPLE_LIMIT = 4096;
 
+/** The stored projection, with the CVT centroids refitted alongside it. */
+type StoredProjection = WhitenedPca & { readonly centroids?: number[][] };
+
 /**
  * A MAP-Elites archive per island in Postgres: one elite per cell, replaced only by a strictly
  * better candidate. Ingestion turns a succeeded job into a candidate (fitness from its metrics,
@@ -80,6 +85,8 @@ export class MapElitesArchive {
   private readonly seed: number;
   private readonly logger: Logger | undefined;
   private readonly ensureCommit: (commit: string) => Promise<void>;
+  /** Cells of behaviour space: the grid, or the CVT's centroids (refitted with the projection). */
+  tessellation: Tessellation;
 
   constructor(options: ArchiveOptions) {
     this.pool = options.pool;
@@ -89,14 +96,35 @@ export class MapElitesArchive {
     this.seed = options.seed;
     this.logger = options.logger;
     this.ensureCommit = options.ensureCommit ?? (async () => undefined);
+    this.tessellation = this.settings.archiveType === 'cvt'
+      ? new CvtTessellation(fitCentroids(this.settings.cells, this.descriptor.dimensions, this.cvtSeed, this.pointModel()))
+      : new GridTessellation(this.settings.cellsPerDim, this.descriptor.dimensions);
   }
 
-  /** Creates the archive state row and loads the stored projection. */
+  /** The CVT's seed: from the experiment, so every scheduler of it cuts the same cells. */
+  private get cvtSeed(): number {
+    return seedFromString(`${this.experimentId}:cvt`);
+  }
+
+  /**
+   * Where descriptors fall before any data: whitened coordinates z ~ N(0, 1), clipped to ±clip
+   * and mapped to (z + clip) / 2·clip, are normal around 0.5 with sd 1 / (2·clip); metrics
+   * normalised by their ranges are taken as uniform.
+   */
+  private pointModel(): PointModel {
+    return this.descriptor.kind === 'embedding' ? { normalSd: 1 / (2 * this.settings.clip) } : 'uniform';
+  }
+
+  /** Creates the archive state row and loads the stored projection (and the CVT centroids fitted with it). */
   async open(): Promise<void> {
     await withTransaction(this.pool, (client) => lockArchiveState(client, this.experimentId, this.seed));
     if (this.descriptor instanceof EmbeddingDescriptor) {
       const state = await getArchiveState(this.pool, this.experimentId);
-      this.descriptor.projection = isWhitenedPca(state?.projection) ? state.projection : undefined;
+      const stored = isWhitenedPca(state?.projection) ? (state.projection as StoredProjection) : undefined;
+      this.descriptor.projection = stored;
+      if (this.settings.archiveType === 'cvt' && stored?.centroids && stored.centroids.length === this.settings.cells) {
+        this.tessellation = new CvtTessellation(stored.centroids);
+      }
     }
   }
 
@@ -110,7 +138,7 @@ export class MapElitesArchive {
 
   /** Places a candidate in one island's grid inside the caller's transaction. */
   async place(db: Queryable, island: number, candidate: Candidate): Promise<Placement> {
-    const cell = cellOf(candidate.descriptor, this.settings.cellsPerDim);
+    const cell = this.tessellation.cellOf(candidate.descriptor);
     const key = cellKey(cell);
     const incumbent = await lockElite(db, this.experimentId, island, key);
     const base = { island, cell, descriptor: candidate.descriptor };
@@ -207,8 +235,16 @@ export class MapElitesArchive {
     const dimensions = descriptor.dimensions;
     const embedDims = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, 1))[0]?.vectorSum.length ?? 0;
     const samples = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT)).map((e) => meanVector(e, embedDims));
-    const model = fitWhitenedPca(samples, dimensions);
+    const pca = fitWhitenedPca(samples, dimensions);
     const count = ingestions ?? (await getArchiveState(this.pool, this.experimentId))?.ingestions ?? 0;
+    // The CVT's cells follow the population: centroids refitted on the commits' new coordinates.
+    const previous = this.tessellation;
+    let model: StoredProjection = pca;
+    if (this.settings.archiveType === 'cvt') {
+      const centroids = fitCentroids(this.settings.cells, dimensions, this.cvtSeed, this.pointModel(), samples.map((vector) => descriptor.project(vector, pca)));
+      model = { ...pca, centroids };
+      this.tessellation = new CvtTessellation(centroids);
+    }
 
     const summary = await withTransaction(this.pool, async (client) => {
       await lockArchiveState(client, this.experimentId, this.seed);
@@ -228,6 +264,9 @@ export class MapElitesArchive {
       }
       await saveProjection(client, this.experimentId, model, count);
       return { samples: samples.length, elites: elites.length, moved, dropped };
+    }).catch((error: unknown) => {
+      this.tessellation = previous;
+      throw error;
     });
     descriptor.projection = model;
     this.logger?.info({ ...summary, ingestions: count }, 'behaviour projection refitted, elites re-projected');
@@ -267,7 +306,7 @@ export class MapElitesArchive {
 
   async coverage(): Promise<{ elites: number; byIsland: Record<string, number>; cellsPerIsland: number; coverage: number }> {
     const byIsland = await countElitesByIsland(this.pool, this.experimentId);
-    const cellsPerIsland = this.settings.cellsPerDim ** this.descriptor.dimensions;
+    const cellsPerIsland = this.tessellation.cellCount;
     const elites = [...byIsland.values()].reduce((sum, count) => sum + count, 0);
     return {
       elites,

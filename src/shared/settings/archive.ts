@@ -11,6 +11,9 @@ import type { EnvReader } from './reader.ts';
  */
 
 export const BEHAVIOR_DESCRIPTORS = ['embedding', 'metrics'] as const;
+/** `grid`: cells per dimension, as the original; `cvt`: a fixed number of Voronoi cells (CVT-MAP-Elites). */
+export const ARCHIVE_TYPES = ['grid', 'cvt'] as const;
+export type ArchiveType = (typeof ARCHIVE_TYPES)[number];
 export type BehaviorDescriptorKind = (typeof BEHAVIOR_DESCRIPTORS)[number];
 
 export interface FeatureDimension {
@@ -29,7 +32,11 @@ export interface EmbeddingSettings {
 
 export interface ArchiveSettings {
   readonly seedPopulationSize: number;
+  readonly archiveType: ArchiveType;
+  /** For `grid`. */
   readonly cellsPerDim: number;
+  /** For `cvt`: cells per island. */
+  readonly cells: number;
   readonly behaviorDescriptor: BehaviorDescriptorKind;
   /** Set for the `metrics` descriptor; empty otherwise. */
   readonly featureDimensions: readonly FeatureDimension[];
@@ -106,7 +113,9 @@ export function readArchiveSettings(reader: EnvReader): ArchiveSettings {
   const islands = reader.int('MAPELITES_ISLANDS', 1, { min: 1, max: 64 });
   return {
     seedPopulationSize: reader.int('MAPELITES_SEED_POPULATION_SIZE', 4, { min: 0 }),
+    archiveType: reader.choice('MAPELITES_ARCHIVE_TYPE', ARCHIVE_TYPES, 'grid'),
     cellsPerDim,
+    cells: reader.int('MAPELITES_CELLS', 128, { min: 2, max: 100_000 }),
     behaviorDescriptor,
     featureDimensions: features,
     dimensions,
@@ -115,7 +124,7 @@ export function readArchiveSettings(reader: EnvReader): ArchiveSettings {
     clip: reader.float('MAPELITES_DIMENSION_REDUCTION_CLIP', 3, { min: 0.1 }),
     embedding: {
       extensions: extensions(reader),
-      maxFileBytes: reader.int('MAPELITES_EMBEDDING_MAX_FILE_BYTES', 256 * 1024, { min: 1 }),
+      maxFileBytes: reader.int('MAPELITES_EMBEDDING_MAX_FILE_BYTES', 512 * 1024, { min: 1 }),
       dimensions: reader.int('MAPELITES_EMBEDDING_DIMENSIONS', 256, { min: 8, max: 8192 }),
     },
     fitnessMetric: reader.string('MAPELITES_FITNESS_METRIC', 'combined_score'),

@@ -5,6 +5,7 @@ import { loadPriceTable } from '../llm/pricing.ts';
 import { DEFAULT_PRICES_FILE, readAgentSettings, type AgentSettings } from './agent.ts';
 import { readArchiveSettings, type ArchiveSettings } from './archive.ts';
 import { readCoreSettings, type CoreSettings } from './core.ts';
+import { translateOriginalSettings, unknownSettingWarnings } from './original.ts';
 import { EnvReader, SettingsError, type Env } from './reader.ts';
 import { readRepositorySettings, type RepositorySettings } from './repository.ts';
 import { readSchedulerSettings, type SchedulerSettings } from './scheduler.ts';
@@ -23,6 +24,11 @@ export type { CommandSettings, SandboxSettings, WorkerSettings } from './worker.
 /** Everything Loreley reads from its environment, validated once at start-up and frozen. */
 export interface Settings extends CoreSettings {
   readonly cwd: string;
+  /**
+   * One line each: original Loreley names read under their new name, keys with Loreley's prefixes
+   * that mean nothing here. Printed once by the command that loaded the settings.
+   */
+  readonly notices: readonly string[];
   /** The experiment's repository: what both the scheduler and the workers clone, and its root. */
   readonly repository: RepositorySettings;
   readonly worker: WorkerSettings;
@@ -77,11 +83,13 @@ export function mergedEnv(options: LoadSettingsOptions = {}): Env {
  */
 export function loadSettings(options: LoadSettingsOptions = {}): Settings {
   const cwd = path.resolve(options.cwd ?? process.cwd());
-  const reader = new EnvReader(mergedEnv({ ...options, cwd }));
+  const { env, notices } = translateOriginalSettings(mergedEnv({ ...options, cwd }));
+  const reader = new EnvReader(env);
   const core = readCoreSettings(reader, cwd);
   const settings: Settings = {
     ...core,
     cwd,
+    notices,
     repository: readRepositorySettings(reader, cwd),
     worker: readWorkerSettings(reader, cwd, core.dataDir, core.experiment),
     agent: readAgentSettings(reader, cwd),
@@ -98,6 +106,7 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings {
     }
   }
   if (reader.problems.length > 0) throw new SettingsError(reader.problems);
+  notices.push(...unknownSettingWarnings(env, reader.read));
   return deepFreeze(settings);
 }
 
@@ -116,7 +125,8 @@ export interface ReadOnlySettings extends CoreSettings {
 
 export function loadReadOnlySettings(options: LoadSettingsOptions = {}): ReadOnlySettings {
   const cwd = path.resolve(options.cwd ?? process.cwd());
-  const reader = new EnvReader(mergedEnv({ ...options, cwd }));
+  // The original's names too (its EXPERIMENT_ID, DB_*), without the notices: the full load shows them.
+  const reader = new EnvReader(translateOriginalSettings(mergedEnv({ ...options, cwd })).env);
   const core = readCoreSettings(reader, cwd);
   const maxCost = reader.raw('LORELEY_MAX_COST_USD');
   const settings: ReadOnlySettings = {

@@ -24,6 +24,8 @@ const FALSE_WORDS = new Set(['0', 'false', 'no', 'off']);
 
 export class EnvReader {
   readonly problems: string[] = [];
+  /** Every name asked for: the settings that exist, so an unknown key can be reported. */
+  readonly read = new Set<string>();
   private readonly env: Env;
   constructor(env: Env) {
     this.env = env;
@@ -31,6 +33,7 @@ export class EnvReader {
 
   /** The raw value, or undefined when unset or blank. */
   raw(name: string): string | undefined {
+    this.read.add(name);
     const value = this.env[name];
     if (value === undefined) return undefined;
     const trimmed = value.trim();

@@ -49,8 +49,8 @@ export interface WorkerSettings {
 export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: string, experiment: ExperimentIdentity): WorkerSettings {
   const git: WorkerGitSettings = {
     baseClone: path.resolve(cwd, reader.string('WORKER_REPO_WORKTREE', path.join(dataDir, 'repos', experiment.namespace))),
-    authorName: reader.string('WORKER_GIT_AUTHOR_NAME', 'Loreley'),
-    authorEmail: reader.string('WORKER_GIT_AUTHOR_EMAIL', 'loreley@localhost'),
+    authorName: reader.string('WORKER_GIT_AUTHOR_NAME', 'Loreley Worker'),
+    authorEmail: reader.string('WORKER_GIT_AUTHOR_EMAIL', 'worker@loreley.local'),
   };
   const evaluatorCommand = reader.argv('WORKER_EVALUATOR_COMMAND');
   if (evaluatorCommand === undefined && reader.raw('WORKER_EVALUATOR_COMMAND') === undefined) {
@@ -60,7 +60,7 @@ export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: stri
     git,
     evaluator: {
       command: evaluatorCommand ?? [],
-      timeoutSeconds: reader.int('WORKER_EVALUATOR_TIMEOUT_SECONDS', 600, { min: 1 }),
+      timeoutSeconds: reader.int('WORKER_EVALUATOR_TIMEOUT_SECONDS', 900, { min: 1 }),
       files: reader.list('WORKER_EVALUATOR_FILES', []).map((file) => path.resolve(cwd, file)),
     },
     sandbox: {
