@@ -55,7 +55,7 @@ describe('centroidal Voronoi tessellation', () => {
 describe('the CVT archive', () => {
   let fixture: Fixture;
   before(async () => {
-    fixture = await createFixture({ boss: false, files: { 'main.js': 'export const radius = 0.1;\n' } });
+    fixture = await createFixture({ files: { 'main.js': 'export const radius = 0.1;\n' } });
   });
   after(() => fixture.close());
 

@@ -51,7 +51,7 @@ describe('a commit with files longer than the embedding model accepts', () => {
   let clone: string;
   const maxInputChars = 6000;
   before(async () => {
-    fixture = await createFixture({ boss: false, files: { 'small.js': 'export const radius = 0.1;\n', 'big.js': longSource(400) } });
+    fixture = await createFixture({ files: { 'small.js': 'export const radius = 0.1;\n', 'big.js': longSource(400) } });
     clone = path.join(tempDir(), 'scheduler-clone');
     await cloneOrFetch(fixture.remote, clone);
     server = await startFakeOpenAi([], { maxInputChars });
