@@ -1,9 +1,15 @@
 /**
  * Grid against CVT archive on the bundled circle-packing example with the offline mutation
  * operator: the real archive (MapElitesArchive on PostgreSQL, the embedding descriptor with the
- * offline embedder and the PCA, the real sampler), the real operator and evaluator as processes,
- * real git commits. Only the queue and the worker processes are left out: jobs run one at a time
- * (sample a parent, mutate, commit, evaluate, ingest), so a run is a pure function of its seed.
+ * offline embedder and the PCA, the real sampler) over real git commits. Only the queue and the
+ * worker processes are left out: jobs run one at a time (sample a parent, mutate, commit,
+ * evaluate, ingest), so a run is a pure function of its seed.
+ *
+ * To be cheap enough for 2000 jobs on a shared 2-core machine, the bundled scripts run inside this
+ * process instead of as three node processes per job: the operator (tools/perturb-centers.js) and
+ * the program (program/pack.js) are the shipped files, run unchanged in a `vm` context with their
+ * file and output calls pointed at memory; the evaluator's checks are tools/evaluate.js's (same
+ * tolerance, same reference sum), and commits are written as loose git objects.
  *
  *   node bench/archive-comparison.ts [--seeds 10] [--jobs 100] [--parallel 2] [--types grid,cvt]
  *
@@ -15,11 +21,14 @@
  * machine.
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import vm from 'node:vm';
+import { deflateSync } from 'node:zlib';
 import pLimit from 'p-limit';
 import { MapElitesArchive } from '../src/scheduler/archive/archive.ts';
 import { EmbeddingDescriptor } from '../src/scheduler/archive/descriptor.ts';
@@ -35,7 +44,6 @@ import { createPool, withTransaction, type Pool } from '../src/shared/db/pool.ts
 import { upsertMetrics } from '../src/shared/db/results.ts';
 import { startEmbeddedDatabase } from '../src/shared/embedded-database.ts';
 import { loadSettings, type Settings } from '../src/shared/settings/index.ts';
-import { parseEvaluation } from '../src/worker/evaluator.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const EXAMPLE = path.join(ROOT, 'examples', 'circle-packing');
@@ -73,13 +81,76 @@ async function git(cwd: string, ...args: string[]): Promise<string> {
   return (await run_('git', args, { cwd, encoding: 'utf8', env: GIT_ENV })).stdout.trim();
 }
 
-async function node(cwd: string, script: string, env: Record<string, string> = {}): Promise<string> {
-  return (await run_(process.execPath, [script], { cwd, encoding: 'utf8', env: { PATH: process.env.PATH ?? '', ...env }, timeout: 120_000 })).stdout;
+const OPERATOR_SOURCE = readFileSync(path.join(EXAMPLE, 'tools', 'perturb-centers.js'), 'utf8').replace(/^import .*$/gm, '');
+const OPERATOR = new vm.Script(OPERATOR_SOURCE, { filename: 'perturb-centers.js' });
+
+/** tools/perturb-centers.js on `source` as pack.js, seeded by `jobId` as the worker's LORELEY_JOB_ID. */
+function mutate(source: string, jobId: string): string {
+  let written = source;
+  OPERATOR.runInNewContext({
+    readFileSync: () => source,
+    writeFileSync: (_file: string, text: string) => (written = text),
+    createHash,
+    process: { env: { LORELEY_JOB_ID: jobId }, stdout: { write: () => true }, stderr: { write: () => true }, exit: (code: number) => { throw new Error(`operator exited ${code}`); } },
+  });
+  return written;
 }
 
-async function evaluate(work: string): Promise<Record<string, number>> {
-  const { metrics } = parseEvaluation(await node(work, path.join(EXAMPLE, 'tools', 'evaluate.js')));
-  return Object.fromEntries(metrics.map((m) => [m.name, m.value]));
+// tools/evaluate.js's constants and checks.
+const N = 26;
+const TOLERANCE = 1e-9;
+const REFERENCE_SUM = 2.635;
+
+function check(circles: unknown): string | undefined {
+  if (!Array.isArray(circles) || circles.length !== N) return `expected ${N} circles`;
+  for (const [index, circle] of circles.entries()) {
+    if (!Array.isArray(circle) || circle.length !== 3 || !circle.every((v) => typeof v === 'number' && Number.isFinite(v))) return `circle ${index} is not three finite numbers`;
+    const [x, y, r] = circle as number[];
+    if (!(r > 0)) return `circle ${index} has radius ${r}`;
+    if (x - r < -TOLERANCE || x + r > 1 + TOLERANCE || y - r < -TOLERANCE || y + r > 1 + TOLERANCE) return `circle ${index} leaves the unit square`;
+  }
+  for (let i = 0; i < N; i += 1) {
+    for (let j = i + 1; j < N; j += 1) {
+      const [xi, yi, ri] = circles[i] as number[];
+      const [xj, yj, rj] = circles[j] as number[];
+      if (Math.hypot(xi - xj, yi - yj) < ri + rj - TOLERANCE) return `circles ${i} and ${j} overlap`;
+    }
+  }
+  return undefined;
+}
+
+/** program/pack.js run as tools/evaluate.js runs it, then its metrics. */
+function evaluate(source: string): Record<string, number> {
+  let output = '';
+  try {
+    vm.runInNewContext(source, { process: { stdout: { write: (text: string) => (output += text) } } }, { timeout: 10_000 });
+    const circles = (JSON.parse(output) as { circles: unknown }).circles;
+    const problem = check(circles);
+    const sum = problem ? 0 : (circles as number[][]).reduce((total, [, , r]) => total + r, 0);
+    return { sum_radii: sum, validity: problem ? 0 : 1, combined_score: problem ? 0 : sum / REFERENCE_SUM };
+  } catch {
+    return { sum_radii: 0, validity: 0, combined_score: 0 };
+  }
+}
+
+/** Writes a loose git object and returns its id: no process per commit. */
+function writeObject(gitDir: string, type: string, body: Buffer): string {
+  const raw = Buffer.concat([Buffer.from(`${type} ${body.length}\0`), body]);
+  const id = createHash('sha1').update(raw).digest('hex');
+  const dir = path.join(gitDir, 'objects', id.slice(0, 2));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, id.slice(2)), deflateSync(raw));
+  return id;
+}
+
+let clock = 1_700_000_000;
+
+/** A commit of `pack.js` with `parent`, written straight into the repository. */
+function commitPack(gitDir: string, source: string, parent: string | undefined, message: string): string {
+  const blob = writeObject(gitDir, 'blob', Buffer.from(source));
+  const tree = writeObject(gitDir, 'tree', Buffer.concat([Buffer.from('100644 pack.js\0'), Buffer.from(blob, 'hex')]));
+  const who = `bench <bench@localhost> ${clock++} +0000`;
+  return writeObject(gitDir, 'commit', Buffer.from(`tree ${tree}\n${parent ? `parent ${parent}\n` : ''}author ${who}\ncommitter ${who}\n\n${message}\n`));
 }
 
 async function complete(pool: Pool, settings: Settings, jobId: string, commit: string, metrics: Record<string, number>): Promise<void> {
@@ -96,11 +167,11 @@ async function run(url: string, type: 'grid' | 'cvt', seed: number): Promise<Run
   const dir = mkdtempSync(path.join(os.tmpdir(), `loreley-archive-bench-${type}-${seed}-`));
   try {
     const work = path.join(dir, 'work');
-    await git(dir, 'init', '--quiet', '--initial-branch=main', work);
-    copyFileSync(path.join(EXAMPLE, 'program', 'pack.js'), path.join(work, 'pack.js'));
-    await git(work, 'add', '--all');
-    await git(work, 'commit', '--quiet', '-m', 'initial');
-    const root = await git(work, 'rev-parse', 'HEAD');
+    await git(dir, 'init', '--quiet', '--bare', work);
+    const sources = new Map<string, string>();
+    const rootSource = readFileSync(path.join(EXAMPLE, 'program', 'pack.js'), 'utf8');
+    const root = commitPack(work, rootSource, undefined, 'initial');
+    sources.set(root, rootSource);
     const settings = loadSettings({
       dotenv: false,
       cwd: dir,
@@ -122,7 +193,7 @@ async function run(url: string, type: 'grid' | 'cvt', seed: number): Promise<Run
       await archive.open();
       const random = new SeededRandom(seed);
 
-      const baselineMetrics = await evaluate(work);
+      const baselineMetrics = evaluate(rootSource);
       const baselineJob = await insertJob(pool, { experimentId, kind: 'baseline', baseCommit: root });
       await complete(pool, settings, baselineJob.id, root, baselineMetrics);
       await archive.ingest((await getJob(pool, baselineJob.id))!);
@@ -135,11 +206,10 @@ async function run(url: string, type: 'grid' | 'cvt', seed: number): Promise<Run
         // As the scheduler does: seeds from the root while only the baseline is in, then sampled parents.
         const picked = own.length === 0 ? undefined : sample(elites, settings.archive.inspirationCount, settings.archive.neighborMaxRadius, random, (a, b) => archive.tessellation.ringDistance(a, b));
         const parent = picked?.base.commitHash ?? root;
-        await git(work, 'checkout', '--quiet', '--detach', parent);
-        await node(work, path.join(EXAMPLE, 'tools', 'perturb-centers.js'), { LORELEY_JOB_ID: `bench-${seed}-${index}` });
-        await git(work, 'commit', '--quiet', '-am', `job ${index}`);
-        const commit = await git(work, 'rev-parse', 'HEAD');
-        const metrics = await evaluate(work);
+        const source = mutate(sources.get(parent)!, `bench-${seed}-${index}`);
+        const commit = commitPack(work, source, parent, `job ${index}`);
+        sources.set(commit, source);
+        const metrics = evaluate(source);
         const job = await insertJob(pool, { experimentId, baseCommit: parent });
         await complete(pool, settings, job.id, commit, metrics);
         await archive.ingest((await getJob(pool, job.id))!);
