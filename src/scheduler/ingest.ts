@@ -14,6 +14,9 @@ const MAX_INGESTION_ATTEMPTS = 3;
 export async function ingestStage(context: SchedulerContext): Promise<Array<IngestionOutcome | Error>> {
   const { pool, logger, archive } = context;
   const jobs = await listAwaitingIngestion(pool, context.experimentId, context.settings.scheduler.ingestBatchSize);
+  // Reading the commits (their files and vectors) is the slow part and can overlap; placing them
+  // in the archive stays one at a time, in order.
+  await archive.prepare(jobs, context.settings.scheduler.ingestConcurrency);
   const outcomes: Array<IngestionOutcome | Error> = [];
   for (const job of jobs) {
     try {

@@ -8,7 +8,7 @@ import { HashedNgramEmbedder } from '../../src/scheduler/embedding/embedder.ts';
 import { RepositoryStateEmbedding } from '../../src/scheduler/embedding/repository-state.ts';
 import { selectInspirations } from '../../src/scheduler/sampler.ts';
 import { SeededRandom } from '../../src/scheduler/random.ts';
-import { getArchiveState, listElites } from '../../src/shared/db/archive.ts';
+import { countCommitEmbeddings, getArchiveState, listElites } from '../../src/shared/db/archive.ts';
 import { getJob, insertJob } from '../../src/shared/db/jobs.ts';
 import { cloneOrFetch } from '../../src/shared/git.ts';
 import { stopTestServer } from '../helpers/database.ts';
@@ -115,5 +115,30 @@ describe('the CVT archive', () => {
     const reopened = make();
     await reopened.open();
     assert.deepEqual((reopened.tessellation as CvtTessellation).centroids, centroids, 'a restarted scheduler cuts the same cells');
+  });
+
+  test('prepare reads many commits at once (SCHEDULER_INGEST_CONCURRENCY) and ingestion finds their vectors ready', async () => {
+    const settings = fixture.settingsWith({ EXPERIMENT_ID: 'prepare-concurrent', MAPELITES_BEHAVIOR_DESCRIPTOR: 'embedding', MAPELITES_EMBEDDING_DIMENSIONS: '64', SCHEDULER_INGEST_CONCURRENCY: '3' });
+    assert.equal(settings.scheduler.ingestConcurrency, 3);
+    const experimentId = settings.experiment.uuid;
+    const clone = path.join(tempDir(), 'clone');
+    await cloneOrFetch(fixture.remote, clone);
+    const embedding = new RepositoryStateEmbedding({ db: fixture.pool, experimentId, repository: clone, embedder: new HashedNgramEmbedder(64), settings: settings.archive.embedding });
+    const archive = new MapElitesArchive({
+      pool: fixture.pool, experimentId, settings: settings.archive, descriptor: new EmbeddingDescriptor(settings.archive, embedding, undefined), seed: 1,
+      ensureCommit: () => cloneOrFetch(fixture.remote, clone).then(() => undefined),
+    });
+    await archive.open();
+    const jobs = [];
+    for (let i = 0; i < 6; i++) {
+      const commit = pushCommit(fixture.remote, fixture.rootCommit, { 'main.js': `export const radius = 0.${i + 3};\n` }, `prepare-${i}`);
+      const job = await insertJob(fixture.pool, { experimentId, baseCommit: fixture.rootCommit });
+      await completeJob(fixture.pool, experimentId, job.id, commit, { combined_score: i / 10 });
+      jobs.push((await getJob(fixture.pool, job.id))!);
+    }
+    await archive.prepare(jobs, settings.scheduler.ingestConcurrency);
+    assert.equal(await countCommitEmbeddings(fixture.pool, experimentId, embedding.embedderId), 7, 'six children and their parent, read ahead');
+    for (const job of jobs) assert.equal((await archive.ingest(job)).commit, job.resultCommit);
+    assert.equal(await countCommitEmbeddings(fixture.pool, experimentId, embedding.embedderId), 7, 'nothing read twice');
   });
 });

@@ -7,6 +7,7 @@ import { recordIngestion, type EvolutionJob } from '../../shared/db/jobs.ts';
 import { withTransaction, type Pool, type Queryable } from '../../shared/db/pool.ts';
 import { getMetrics } from '../../shared/db/results.ts';
 import type { Logger } from '../../shared/logger.ts';
+import pLimit from 'p-limit';
 import type { ArchiveSettings } from '../../shared/settings/archive.ts';
 import { meanVector } from '../embedding/repository-state.ts';
 import type { BehaviorDescriptor } from './descriptor.ts';
@@ -167,6 +168,32 @@ export class MapElitesArchive {
       return { fitness: this.settings.fitnessFloor, note: `metric ${this.settings.fitnessMetric} missing, fitness floor ${this.settings.fitnessFloor} used` };
     }
     return { fitness: value };
+  }
+
+  /**
+   * Reads the jobs' commits ahead of ingestion, at most `concurrency` at once (p-limit): each
+   * commit's repository-state vector is computed and cached, so the ingestions that follow, one
+   * at a time in their transactions, find it ready. Commits are first made present in order (the
+   * first missing one fetches them all). A commit that cannot be read here is left for its
+   * ingestion to report.
+   */
+  async prepare(jobs: readonly EvolutionJob[], concurrency: number): Promise<void> {
+    if (!(this.descriptor instanceof EmbeddingDescriptor) || jobs.length < 2) return;
+    const state = this.descriptor.state;
+    const pairs: Array<{ commit: string; parent: string | null }> = [];
+    for (const job of jobs) {
+      const commit = job.resultCommit ?? job.baseCommit;
+      const parent = job.kind === 'baseline' || job.baseCommit === commit ? null : job.baseCommit;
+      try {
+        await this.ensureCommit(commit);
+        if (parent) await this.ensureCommit(parent);
+        pairs.push({ commit, parent });
+      } catch {
+        // Reported by ingest().
+      }
+    }
+    const limit = pLimit(Math.max(1, concurrency));
+    await Promise.all(pairs.map(({ commit, parent }) => limit(() => state.embedding(commit, parent).catch(() => undefined))));
   }
 
   /**

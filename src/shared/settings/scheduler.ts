@@ -21,6 +21,8 @@ export interface SchedulerSettings {
   readonly baselinePriority: number;
   /** The circuit breaker: this many finished jobs in a row failing for one systemic reason stop the run; 0 turns it off. */
   readonly maxConsecutiveFailures: number;
+  /** Commits read at once ahead of ingestion (p-limit). */
+  readonly ingestConcurrency: number;
 }
 
 export function readSchedulerSettings(reader: EnvReader, cwd: string): SchedulerSettings {
@@ -38,5 +40,6 @@ export function readSchedulerSettings(reader: EnvReader, cwd: string): Scheduler
     lockPollSeconds: reader.float('SCHEDULER_LOCK_POLL_SECONDS', 5, { min: 0.05 }),
     baselinePriority: reader.int('SCHEDULER_BASELINE_PRIORITY', 100, { min: 1 }),
     maxConsecutiveFailures: reader.int('SCHEDULER_MAX_CONSECUTIVE_FAILURES', 5, { min: 0 }),
+    ingestConcurrency: reader.int('SCHEDULER_INGEST_CONCURRENCY', 4, { min: 1, max: 64 }),
   };
 }
