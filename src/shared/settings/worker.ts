@@ -49,8 +49,8 @@ export interface WorkerSettings {
 export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: string, experiment: ExperimentIdentity): WorkerSettings {
   const git: WorkerGitSettings = {
     baseClone: path.resolve(cwd, reader.string('WORKER_REPO_WORKTREE', path.join(dataDir, 'repos', experiment.namespace))),
-    authorName: reader.string('WORKER_GIT_AUTHOR_NAME', 'Loreley Worker'),
-    authorEmail: reader.string('WORKER_GIT_AUTHOR_EMAIL', 'worker@loreley.local'),
+    authorName: reader.string('WORKER_GIT_AUTHOR_NAME', 'Loreley'),
+    authorEmail: reader.string('WORKER_GIT_AUTHOR_EMAIL', 'loreley@localhost'),
   };
   const evaluatorCommand = reader.argv('WORKER_EVALUATOR_COMMAND');
   if (evaluatorCommand === undefined && reader.raw('WORKER_EVALUATOR_COMMAND') === undefined) {
