@@ -5,6 +5,7 @@ import { getMetrics } from '../shared/db/results.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
 import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
 import type { ReadOnlySettings } from '../shared/settings/index.ts';
+import { cellsPerIsland } from '../shared/settings/archive.ts';
 
 /**
  * Where an experiment stands, read from the database in a handful of small queries: what the
@@ -45,7 +46,7 @@ export async function readProgress(db: Queryable, settings: ProgressSettings): P
     baseline = { status: baselineJob.status, fitness: metrics.find((m) => m.name === metric)?.value ?? null };
   }
   const elites = [...byIsland.values()].reduce((sum, count) => sum + count, 0);
-  const cells = settings.archive.cellsPerDim ** settings.archive.dimensions * settings.archive.islands;
+  const cells = cellsPerIsland(settings.archive) * settings.archive.islands;
   return {
     jobs,
     total: counts.total,

@@ -7,6 +7,7 @@ import { reportCommits, reportJobs, reportMetrics, reportModelCalls, type Report
 import { diff, gitAt, hasCommit, isGitRepository } from '../../shared/git.ts';
 import { UserError } from '../../shared/errors.ts';
 import type { ReadOnlySettings } from '../../shared/settings/index.ts';
+import { cellsPerIsland } from '../../shared/settings/archive.ts';
 
 /**
  * Everything `loreley report` shows, read once from the database (and the diffs of the best
@@ -193,7 +194,7 @@ export async function collectReport(db: Queryable, settings: ReadOnlySettings, o
     if (!current) cellMap.set(key, { x, y, fitness: elite.fitness, commit: elite.commitHash, elites: 1 });
     else cellMap.set(key, better(elite.fitness, current.fitness) ? { x, y, fitness: elite.fitness, commit: elite.commitHash, elites: current.elites + 1 } : { ...current, elites: current.elites + 1 });
   }
-  const cells = settings.archive.cellsPerDim ** settings.archive.dimensions * settings.archive.islands;
+  const cells = cellsPerIsland(settings.archive) * settings.archive.islands;
 
   // The lineage of the best commit, root first.
   const repository = localRepository(settings, experiment.repositoryUrl);

@@ -61,6 +61,11 @@ export interface ArchiveSettings {
   readonly migrationSize: number;
 }
 
+/** Cells of one island's archive: `MAPELITES_CELLS` for a CVT, cells per dimension to the dimensions for a grid. */
+export function cellsPerIsland(archive: Pick<ArchiveSettings, 'archiveType' | 'cells' | 'cellsPerDim' | 'dimensions'>): number {
+  return archive.archiveType === 'cvt' ? archive.cells : archive.cellsPerDim ** archive.dimensions;
+}
+
 export const DEFAULT_EMBEDDING_EXTENSIONS: readonly string[] = Object.freeze([
   '.py', '.js', '.mjs', '.cjs', '.ts', '.mts', '.cts', '.tsx', '.jsx', '.go', '.rs', '.java', '.kt', '.scala',
   '.c', '.h', '.cc', '.cpp', '.cxx', '.hpp', '.cs', '.rb', '.php', '.swift', '.m', '.jl', '.r', '.lua',
