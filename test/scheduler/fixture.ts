@@ -52,6 +52,8 @@ export async function createFixture(options: FixtureOptions = {}): Promise<Fixtu
     LOG_CONSOLE: 'false',
     MAPELITES_BEHAVIOR_DESCRIPTOR: 'metrics',
     MAPELITES_FEATURE_DIMENSIONS: 'sum_radii:0:2.7,validity:0:1',
+    // The archive tests check grid cells; the CVT default has its own tests (test/archive/cvt.test.ts).
+    MAPELITES_ARCHIVE_TYPE: 'grid',
     MAPELITES_ARCHIVE_CELLS_PER_DIM: '10',
     ...options.env,
   };

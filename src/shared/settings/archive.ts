@@ -118,7 +118,7 @@ export function readArchiveSettings(reader: EnvReader): ArchiveSettings {
   const islands = reader.int('MAPELITES_ISLANDS', 1, { min: 1, max: 64 });
   return {
     seedPopulationSize: reader.int('MAPELITES_SEED_POPULATION_SIZE', 4, { min: 0 }),
-    archiveType: reader.choice('MAPELITES_ARCHIVE_TYPE', ARCHIVE_TYPES, 'grid'),
+    archiveType: reader.choice('MAPELITES_ARCHIVE_TYPE', ARCHIVE_TYPES, 'cvt'),
     cellsPerDim,
     cells: reader.int('MAPELITES_CELLS', 128, { min: 2, max: 100_000 }),
     behaviorDescriptor,
