@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Pool } from '../shared/db/pool.ts';
@@ -101,7 +101,14 @@ export class WorkerRepository {
       try {
         await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
       } catch (error) {
-        if (await hasCommit(this.settings.baseClone, baseCommit)) throw error;
+        if (await hasCommit(this.settings.baseClone, baseCommit)) {
+          // A worker killed inside `git worktree add` leaves a half-written registration that
+          // breaks every later add ("failed to read .git/worktrees/<id>/commondir"): clear such
+          // leftovers (we hold the lock, so no add is under way) and try once more.
+          if ((await this.clearBrokenRegistrations()) === 0) throw error;
+          await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
+          return;
+        }
         await fetchAll(this.settings.baseClone);
         if (!(await hasCommit(this.settings.baseClone, baseCommit))) throw new Error(`commit ${baseCommit} is not in ${this.settings.remoteUrl}`);
         await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
@@ -112,6 +119,23 @@ export class WorkerRepository {
     await mkdir(metaDirectory, { recursive: true });
     await writeFile(path.join(metaDirectory, WORKTREE_MARKER), `${JSON.stringify(marker)}\n`);
     return { jobId, directory, branch, baseCommit, metaDirectory };
+  }
+
+  /** Removes registrations in the clone's `.git/worktrees` whose `gitdir` or `commondir` is missing or empty; the caller holds the lock. */
+  private async clearBrokenRegistrations(): Promise<number> {
+    const admin = path.join(this.settings.baseClone, '.git', 'worktrees');
+    if (!existsSync(admin)) return 0;
+    let cleared = 0;
+    for (const name of readdirSync(admin)) {
+      const entry = path.join(admin, name);
+      const written = (file: string) => existsSync(path.join(entry, file)) && statSync(path.join(entry, file)).size > 0;
+      if (written('gitdir') && written('commondir')) continue;
+      await rm(entry, { recursive: true, force: true });
+      cleared += 1;
+      this.logger.warn({ registration: entry }, 'removed a half-made worktree registration (a worker killed while adding it)');
+    }
+    await pruneWorktrees(this.settings.baseClone).catch(() => undefined);
+    return cleared;
   }
 
   async removeWorktree(worktree: JobWorktree): Promise<void> {
