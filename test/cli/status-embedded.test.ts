@@ -152,14 +152,15 @@ test('a supervisor starting while a status holds the database waits for it, then
   extraOwners.pop();
 });
 
-test('a status killed while holding the database leaves a stale claim: the next supervisor takes over and stops its server', async () => {
+test('a status killed while holding the database leaves a stale claim: the next supervisor takes it over and starts', async () => {
   const reader = spawnReader();
   await waitFor('the reader to hold the database', () => reader.stdout().includes('holding true'), 60_000, 50, reader);
   reader.killGroup('SIGKILL');
   await reader.exited;
   await waitFor('the reader to be gone', () => !pidAlive(reader.pid));
   assert.equal(existsSync(path.join(directory, 'owner.pid')), true, 'the killed reader left its claim');
-  assert.equal(serverRunning(), true, 'and its server (in a session of its own)');
+  // Its server may still be up (a session of its own) or already stopped by the owner watcher:
+  // either way the next supervisor starts cleanly.
 
   const owner = await startEmbeddedDatabase({ directory });
   extraOwners.push(owner);
