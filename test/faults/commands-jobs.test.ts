@@ -29,13 +29,19 @@ let markerCounter = Math.floor(Math.random() * 1e6);
 const marker = () => `600.${process.pid}${(markerCounter += 1)}`;
 
 const AGENT = `
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 const [records, evaluator] = process.argv.slice(2);
 const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
 const mode = context.payload.agent ?? 'edit';
 const tried = {};
 const attempt = (name, fn) => { try { fn(); tried[name] = 'done'; } catch (error) { tried[name] = 'refused: ' + (error.code ?? error.message); } };
+if (mode === 'daemon') {
+  // A process in a session of its own, then a long think: the worker is killed meanwhile.
+  spawn('setsid', ['sleep', context.payload.marker], { stdio: 'ignore', detached: true }).unref();
+  writeFileSync(records + '/' + context.jobId + '.agent.json', JSON.stringify({ mode, pid: process.pid }));
+  await new Promise((resolve) => setTimeout(resolve, 60000));
+}
 if (mode === 'hostile') {
   const evil = records + '/evil.sh';
   const common = execFileSync('git', ['rev-parse', '--path-format=absolute', '--git-common-dir'], { encoding: 'utf8' }).trim();
@@ -170,7 +176,8 @@ async function startCase(name: string, env: Record<string, string>): Promise<Cas
   const queue = await openQueue(fixture);
   const worker = await startWorker(fixture, queue);
   cleanups.push(async () => {
-    await stopEverything(worker);
+    // A worker a case SIGKILLed has no exit code, only a signal: nothing to stop.
+    await stopEverything(worker.child.signalCode === null ? worker : undefined);
     await queue.close();
   });
   return { fixture, queue, worker, evaluator, secrets: [...urlPasswords(fixture.databaseUrl), API_KEY] };
@@ -319,6 +326,19 @@ describe('in the bubblewrap sandbox (the default)', { skip: bubblewrap ?? false 
     const next = await c.queue.enqueue({});
     assert.equal((await finished(c, next)).job.status, 'succeeded');
     await audit(c, [jobId, next]);
+  });
+});
+
+describe('a SIGKILLed worker in the bubblewrap sandbox', { skip: bubblewrap ?? false }, () => {
+  test('takes its agent and the agent\'s setsid child with it, with no supervisor to help (--die-with-parent)', async () => {
+    const c = await startCase('sandbox-kill', { WORKER_SANDBOX: '', WORKER_CONTAINMENT: '' });
+    const sleepMarker = marker();
+    markers.push(sleepMarker);
+    const jobId = await c.queue.enqueue({ agent: 'daemon', marker: sleepMarker });
+    await waitFor('the agent and its setsid child to run', () => existsSync(path.join(c.fixture.recordsDir, `${jobId}.agent.json`)) && processesMentioning(`sleep ${sleepMarker}`).length > 0, 30_000, 50, c.worker);
+    process.kill(c.worker.pid, 'SIGKILL');
+    await waitFor(`the setsid child (sleep ${sleepMarker}) to die with the killed worker`, () => processesMentioning(`sleep ${sleepMarker}`).length === 0, 5000);
+    await waitFor('no process left under the run\'s directory', () => processesMentioning(c.fixture.root).length === 0, 5000);
   });
 });
 
