@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { protectClone } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -5,6 +6,9 @@ import { detectContainment, type Containment } from '../shared/sandbox.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { EvaluatorGuard, useEvaluatorGuard } from './evaluator.ts';
 import { setCommandPolicy } from './job-command.ts';
+
+/** Credential files and directories under HOME that no candidate needs to read. */
+const HOME_CREDENTIALS = ['.ssh', '.aws', '.azure', '.config/gcloud', '.kube', '.docker', '.netrc', '.git-credentials', '.pgpass', '.gnupg', '.npmrc'];
 
 /**
  * What a worker decides once at start-up about the commands it will run: how they are contained
@@ -27,7 +31,8 @@ export function prepareCommands(settings: Settings, logger: Logger): { containme
     readOnly: guard.files,
     // Readable by anyone on the machine but not for candidate code: the experiment's settings
     // (they may hold DATABASE_URL and API keys) and the embedded database's files.
-    hidden: [path.join(settings.cwd, '.env'), path.join(settings.dataDir, 'postgres')],
+    // Likewise the operator's credentials under HOME (the rest of HOME stays readable: tools need it).
+    hidden: [path.join(settings.cwd, '.env'), path.join(settings.dataDir, 'postgres'), ...HOME_CREDENTIALS.map((entry) => path.join(os.homedir(), entry))],
   });
   logger.info(
     { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, evaluatorFiles: guard.files },
