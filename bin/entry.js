@@ -17,7 +17,12 @@ function newestSource(directory) {
   return newest;
 }
 
+// An installed package (npm install, npm install -g) lives under node_modules, where Node refuses to
+// strip types, and npm gives its files the time of extraction: there the build is always the one.
+const installed = root.split(path.sep).includes('node_modules');
+
 function buildIsCurrent() {
+  if (installed) return true;
   if (process.env.LORELEY_FROM_SOURCE === '1' || !existsSync(stamp)) return false;
   return statSync(stamp).mtimeMs >= newestSource(path.join(root, 'src'));
 }

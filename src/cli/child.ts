@@ -1,12 +1,55 @@
-import { CHILD_ENV } from '../shared/ipc.ts';
-import { exitOnError, settingsOrExit } from './common.ts';
+import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type SupervisorMessage } from '../shared/ipc.ts';
+import { loadSettings, SettingsError, type Settings } from '../shared/settings/index.ts';
+import { exitOnError, fail } from './common.ts';
 import { runChild } from './run-child.ts';
 
-// Entry point of every supervised child: the supervisor says which role and slot in the environment.
+/**
+ * Entry point of every supervised child. The supervisor says which role and slot in the
+ * environment, and sends the settings as its first IPC message: a child never reads `.env`, and
+ * its environment carries no credentials.
+ */
 const role = process.env[CHILD_ENV.role];
-if (role !== 'worker' && role !== 'scheduler') {
-  process.stderr.write(`loreley child: ${CHILD_ENV.role} must be worker or scheduler, got ${JSON.stringify(role)}\n`);
-  process.exit(1);
+if (role !== 'worker' && role !== 'scheduler') fail(`loreley child: ${CHILD_ENV.role} must be worker or scheduler, got ${JSON.stringify(role)}`);
+if (typeof process.send !== 'function') fail(`loreley ${role}: this module runs under loreley-supervisor only (use 'loreley ${role}' to run one by hand)`);
+
+// SIGHUP means "reload" to the supervisor, which replaces its children itself. Sent to the whole
+// process group (a closed terminal, kill -HUP -<pgid>), it must not kill every child at once.
+process.on('SIGHUP', () => undefined);
+
+const SETTINGS_WAIT_MS = 30_000;
+
+function settingsFromSupervisor(): Promise<Settings> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(() => reject(new Error(`no settings from the supervisor within ${SETTINGS_WAIT_MS / 1000} s`))), SETTINGS_WAIT_MS);
+    const onMessage = (message: unknown) => {
+      if (!isLoreleyMessage<SupervisorMessage>(message) || message.loreley !== 'settings') return;
+      done(() => {
+        try {
+          resolve(loadSettings({ env: message.env, cwd: message.cwd, dotenv: false }));
+        } catch (error) {
+          reject(error);
+        }
+      });
+    };
+    const onDisconnect = () => done(() => reject(new Error('the supervisor went away before sending the settings')));
+    const done = (then: () => void) => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      process.off('disconnect', onDisconnect);
+      then();
+    };
+    process.on('message', onMessage);
+    process.on('disconnect', onDisconnect);
+    // Asked for, not pushed at fork time: a message that arrives before anyone listens is lost.
+    process.send!({ loreley: 'want-settings' } satisfies ChildMessage);
+  });
 }
-const settings = settingsOrExit({}, `loreley ${role}`);
+
+let settings: Settings;
+try {
+  settings = await settingsFromSupervisor();
+} catch (error) {
+  if (error instanceof SettingsError) fail(`loreley ${role}: invalid settings from the supervisor:\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
+  exitOnError(`loreley ${role}`, error);
+}
 await runChild({ role, settings, workerId: process.env[CHILD_ENV.workerId] }).catch((error) => exitOnError(`loreley ${role}`, error));

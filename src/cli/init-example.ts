@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../shared/errors.ts';
+import { resolveExperiment } from '../shared/experiment.ts';
 
 /**
  * `loreley init <dir> --example circle-packing`: a ready-to-run experiment. The evolved program
@@ -15,6 +16,9 @@ export const EXAMPLES = ['circle-packing'] as const;
 export type ExampleName = (typeof EXAMPLES)[number];
 
 const EXAMPLES_ROOT = fileURLToPath(new URL('../../examples/', import.meta.url));
+const CONFIG_ROOT = fileURLToPath(new URL('../../config/', import.meta.url));
+/** The launcher npm puts on PATH (bin/loreley-supervisor): it finds a Node that can run Loreley. */
+export const SUPERVISOR_LAUNCHER = fileURLToPath(new URL('../../bin/loreley-supervisor', import.meta.url));
 
 function git(cwd: string, ...args: string[]): void {
   execFileSync('git', args, {
@@ -62,6 +66,40 @@ export function envFileFor(directory: string, maxJobs: number): string {
   ].join('\n');
 }
 
+export interface ServiceFileOptions {
+  readonly experimentId: string;
+  readonly workers: number;
+  readonly drainTimeoutSeconds: number;
+  /** The supervisor command to run; the package's launcher by default. */
+  readonly supervisor?: string;
+}
+
+/**
+ * `ecosystem.config.cjs` (pm2) and `loreley.service` (systemd) for the experiment in `directory`,
+ * from the templates in config/ with its paths filled in. The process manager's stop timeout is
+ * the drain timeout plus the supervisor's own grace (it SIGKILLs children 30 s past the drain)
+ * plus time to stop the embedded database, so a drain is never cut short.
+ */
+export function writeServiceFiles(directory: string, options: ServiceFileOptions): string[] {
+  const stopSeconds = Math.ceil(options.drainTimeoutSeconds) + 60;
+  const values: Record<string, string> = {
+    DIRECTORY: directory,
+    NAME: `loreley-${resolveExperiment(options.experimentId).namespace}`,
+    SUPERVISOR: options.supervisor ?? SUPERVISOR_LAUNCHER,
+    WORKERS: String(options.workers),
+    DRAIN_SECONDS: String(options.drainTimeoutSeconds),
+    KILL_TIMEOUT_MS: String(stopSeconds * 1000),
+    STOP_TIMEOUT_SECONDS: String(stopSeconds),
+  };
+  const written: string[] = [];
+  for (const file of ['ecosystem.config.cjs', 'loreley.service']) {
+    const template = readFileSync(path.join(CONFIG_ROOT, file), 'utf8');
+    writeFileSync(path.join(directory, file), template.replace(/\{\{([A-Z_]+)\}\}/g, (whole, key: string) => values[key] ?? whole));
+    written.push(file);
+  }
+  return written;
+}
+
 export function initExample(options: InitOptions): { directory: string; created: string[] } {
   const directory = path.resolve(options.directory);
   if (!(EXAMPLES as readonly string[]).includes(options.example)) {
@@ -87,5 +125,6 @@ export function initExample(options: InitOptions): { directory: string; created:
   cpSync(path.join(source, 'tools'), path.join(directory, 'tools'), { recursive: true });
   cpSync(path.join(source, 'README.md'), path.join(directory, 'README.md'));
   writeFileSync(path.join(directory, '.env'), envFileFor(directory, options.maxJobs ?? 24));
-  return { directory, created: ['remote.git', 'tools/', 'README.md', '.env'] };
+  const service = writeServiceFiles(directory, { experimentId: 'circle-packing', workers: 4, drainTimeoutSeconds: 60 });
+  return { directory, created: ['remote.git', 'tools/', 'README.md', '.env', ...service] };
 }

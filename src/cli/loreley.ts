@@ -1,18 +1,27 @@
-import { fileURLToPath } from 'node:url';
+import { realpathSync } from 'node:fs';
+import path from 'node:path';
 import yargs from 'yargs';
 import { UserError } from '../shared/errors.ts';
 import type { LogLevel } from '../shared/settings/index.ts';
 import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, withCommonBehaviour } from './common.ts';
-import { EXAMPLES, initExample } from './init-example.ts';
+import { EXAMPLES, initExample, SUPERVISOR_LAUNCHER } from './init-example.ts';
 import { LOG_ROLES, parseSince, runLogs } from './logs.ts';
 import { parseDims, runReport } from './report/index.ts';
 import { runChild } from './run-child.ts';
 import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
 
-/** How to start the supervisor from anywhere with this installation's Node. */
-function supervisorCommand(): string {
-  return `${process.execPath} ${fileURLToPath(new URL('../../bin/loreley-supervisor.js', import.meta.url))}`;
+/** Whether `loreley-supervisor` on PATH is this installation's (after npm link or npm install -g). */
+function supervisorOnPath(): boolean {
+  for (const directory of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(directory, 'loreley-supervisor');
+    try {
+      if (directory && realpathSync(candidate) === realpathSync(SUPERVISOR_LAUNCHER)) return true;
+    } catch {
+      // Not there.
+    }
+  }
+  return false;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
@@ -115,6 +124,36 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     },
   )
   .command(
+    'doctor',
+    'Check that this experiment can run here: settings, database, repository, programs, LLM endpoint, disk, logs',
+    (y) => y,
+    async (argv) => {
+      const { doctor, formatResults } = await import('./doctor.ts');
+      const results = await doctor(overridesFrom({ LOG_LEVEL: argv.logLevel }));
+      process.stdout.write(formatResults(results));
+      const failed = results.filter((result) => !result.ok).length;
+      if (failed > 0) process.stdout.write(`${failed} check${failed === 1 ? '' : 's'} failed\n`);
+      process.exit(failed === 0 ? 0 : 1);
+    },
+  )
+  .command(
+    'reload',
+    'Rolling reload of the running supervisor (as SIGHUP): new code and .env, one child at a time, no job lost',
+    (y) =>
+      y
+        .option('wait', { type: 'boolean', default: true, describe: 'Wait for the reload to finish and print how it went (--no-wait: just signal)' })
+        .option('timeout', { type: 'number', default: 600, describe: 'Seconds to wait' }),
+    async (argv) => {
+      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley reload');
+      try {
+        const { reloadRunningSupervisor } = await import('./reload.ts');
+        process.exit(await reloadRunningSupervisor(settings, { wait: argv.wait, timeoutSeconds: argv.timeout }));
+      } catch (error) {
+        exitOnError('loreley reload', error);
+      }
+    },
+  )
+  .command(
     'init <dir>',
     'Create a ready-to-run experiment from a bundled example',
     (y) =>
@@ -126,8 +165,12 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     (argv) => {
       try {
         const { directory } = initExample({ directory: argv.dir, example: argv.example as (typeof EXAMPLES)[number], maxJobs: argv.maxJobs, force: argv.force });
+        const hint = supervisorOnPath()
+          ? ''
+          : `\n(loreley-supervisor is not on your PATH: run 'npm link' in ${path.dirname(path.dirname(SUPERVISOR_LAUNCHER))}, or use ${SUPERVISOR_LAUNCHER})\n`;
         process.stdout.write(
-          `Created the ${argv.example} experiment in ${directory}\n\nRun it:\n  cd ${directory}\n  ${supervisorCommand()} --workers 4 --exit-when-done\n`,
+          `Created the ${argv.example} experiment in ${directory}\n\nRun it:\n  cd ${directory}\n  loreley-supervisor --workers 4 --exit-when-done\n` +
+            `${hint}\nUnder pm2: pm2 start ecosystem.config.cjs    Under systemd: see loreley.service\n`,
         );
       } catch (error) {
         exitOnError('loreley init', error);

@@ -13,6 +13,8 @@ export interface HeldJob {
 }
 
 export type ChildMessage =
+  /** A child's first message, once it listens: the supervisor answers with `settings`. */
+  | { readonly loreley: 'want-settings' }
   | { readonly loreley: 'ready'; readonly workerId: string; readonly role: string; readonly pid: number }
   | {
       readonly loreley: 'heartbeat';
@@ -27,6 +29,13 @@ export type ChildMessage =
   | { readonly loreley: 'done'; readonly summary: Record<string, unknown> };
 
 export type SupervisorMessage =
+  /**
+   * The first message a child gets: the environment its settings are read from (the supervisor's
+   * snapshot of `.env`, its environment and its flags, DATABASE_URL included). A child never reads
+   * `.env` itself, so siblings always agree and only a reload changes what they run with; and the
+   * credentials stay out of the child's own environment (`/proc/<pid>/environ`).
+   */
+  | { readonly loreley: 'settings'; readonly env: Readonly<Record<string, string>>; readonly cwd: string }
   | { readonly loreley: 'drain'; readonly timeoutSeconds: number }
   | { readonly loreley: 'stop-now' };
 

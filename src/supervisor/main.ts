@@ -7,17 +7,25 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from '../shared/backoff.ts';
 import { isDatabaseUnavailable } from '../shared/db-availability.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { createProcessLog, urlPasswords } from '../shared/logger.ts';
+import { createProcessLog, urlPasswords, type Logger } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
-import type { Settings } from '../shared/settings/index.ts';
+import { SettingsError, type Env, type Settings } from '../shared/settings/index.ts';
 import { SupervisorDatabase } from './database.ts';
+import { createNotifier, type ServiceNotifier } from './notify.ts';
+import { writeOutcome, writePidFile } from './reload-control.ts';
+import { changesNeedingRestart, childProcessEnv, readSettingsSnapshot, type SettingsSnapshot } from './reload-settings.ts';
+import { statusLine } from './status.ts';
 import { RunObserver } from './observer.ts';
 import { Supervisor } from './supervisor.ts';
 
+/** The supervisor drained cleanly after SIGINT (Ctrl+C): 128 + 2, as a shell reports it. */
+const EXIT_INTERRUPTED = 130;
+
 export interface SupervisorRunOptions {
-  readonly settings: Settings;
-  /** Environment variables from CLI flags, handed to every child so they read the same settings. */
-  readonly childOverrides: Record<string, string>;
+  /** What the settings were read from at start-up; a reload reads `.env` again. */
+  readonly snapshot: SettingsSnapshot;
+  /** Values from CLI flags: they win over `.env` and the environment, at start-up and on reload. */
+  readonly overrides: Env;
 }
 
 // Compiled (dist/*.js) or source (src/*.ts): the child runs the same kind as the supervisor.
@@ -38,7 +46,7 @@ async function checkDatabase(url: string, settings: Settings): Promise<void> {
  * Resolves with the process exit code.
  */
 export async function runSupervisor(options: SupervisorRunOptions): Promise<number> {
-  const { settings } = options;
+  const { settings } = options.snapshot;
   const log = await createProcessLog({
     settings: settings.logs,
     experiment: settings.experiment,
@@ -54,8 +62,10 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   let supervisor: Supervisor | undefined;
   let stopRequested: NodeJS.Signals | undefined;
   let signalled: NodeJS.Signals | undefined;
+  let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     signalled ??= signal;
+    if (signal === 'SIGINT') interrupted = true;
     if (supervisor) {
       supervisor.stop(signal);
     } else if (!stopRequested) {
@@ -65,6 +75,11 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // A SIGHUP before the children are up has nothing to reload: it must not kill us either.
+  const onEarlyHangup = () => logger.info('SIGHUP while starting: nothing to reload yet');
+  process.on('SIGHUP', onEarlyHangup);
+  const removePidFile = writePidFile(settings);
+  const notifier = createNotifier(logger);
 
   let database: EmbeddedDatabase | undefined;
   let url = settings.database.url;
@@ -80,6 +95,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     } catch (error) {
       logger.error({ error: errorMessage(error) }, 'embedded database failed to start');
       log.flush();
+      removePidFile();
       throw error;
     }
     url = database.url;
@@ -105,6 +121,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
       if (!isDatabaseUnavailable(error)) {
         await stopDatabase();
         log.flush();
+        removePidFile();
         throw new Error(`cannot use the database: ${errorMessage(error)}`);
       }
       const delayMs = backoff.next();
@@ -117,9 +134,11 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     await stopDatabase();
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onEarlyHangup);
+    removePidFile();
     logger.info('supervisor stopped before starting its children');
     log.flush();
-    return 0;
+    return interrupted ? EXIT_INTERRUPTED : 0;
   }
 
   const lostJobs = new SupervisorDatabase({ url, settings, logger });
@@ -129,18 +148,55 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   } catch (error) {
     await stopDatabase();
     log.flush();
+    removePidFile();
     throw error;
   }
 
+  // Children read their settings from this snapshot, sent over IPC; only a reload replaces it.
+  let current = options.snapshot;
+  const databaseUrl = url;
   supervisor = new Supervisor({
     settings: settings.supervisor,
     logger,
     childModule: CHILD_MODULE,
-    childEnv: { ...options.childOverrides, DATABASE_URL: url },
+    childEnv: childProcessEnv({}),
+    childSettings: () => ({ loreley: 'settings', env: { ...current.env, DATABASE_URL: databaseUrl }, cwd: current.settings.cwd }),
     workers: settings.supervisor.workers,
     scheduler: settings.supervisor.scheduler,
     lostJobs,
   });
+  const running = supervisor;
+  const summary = () => statusLine(running.view());
+  // What is up, not each child's state: a child's first heartbeat comes just after its 'ready'.
+  const readyLine = () => {
+    const up = running.view().filter((slot) => slot.state !== 'errored');
+    const workers = up.filter((slot) => slot.role === 'worker').length;
+    const schedulers = up.length - workers;
+    return `ready: ${workers} worker${workers === 1 ? '' : 's'}${schedulers > 0 ? ' and the scheduler' : ', no scheduler'}`;
+  };
+  running.on('all-ready', () => {
+    notifier.ready(readyLine());
+    notifier.startWatchdog(() => running.healthy());
+  });
+
+  let reloading = false;
+  const onHangup = () => {
+    if (reloading) {
+      logger.warn('SIGHUP while a reload is running: ignored (it will pick up the .env as read when it started)');
+      return;
+    }
+    reloading = true;
+    const use = (next: SettingsSnapshot) => {
+      current = next;
+    };
+    void reload({ supervisor: running, logger, notifier, overrides: options.overrides, current, use, readyLine })
+      .catch((error) => logger.error({ err: error }, 'reload failed'))
+      .finally(() => {
+        reloading = false;
+      });
+  };
+  process.off('SIGHUP', onEarlyHangup);
+  process.on('SIGHUP', onHangup);
 
   let finished = false;
   // A run the scheduler stopped (the baseline failed, the circuit breaker tripped, every job failed)
@@ -159,16 +215,76 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
   });
   observer.startStatusLine(settings.supervisor.statusIntervalSeconds);
+  // systemd's STATUS= line (`systemctl status`) follows the same interval as the log's status line.
+  let statusTimer: NodeJS.Timeout | undefined;
+  if (settings.supervisor.statusIntervalSeconds > 0) {
+    statusTimer = setInterval(() => notifier.status(summary()), settings.supervisor.statusIntervalSeconds * 1000);
+    statusTimer.unref();
+  }
+  supervisor.on('stopping', (reason) => notifier.stopping(`stopping: ${reason}`));
 
   supervisor.start();
   const exitCode = await supervisor.stopped;
-  const code = runStopped !== undefined ? Math.max(exitCode, 1) : exitCode;
-  await observer.finish(code !== 0 ? { kind: 'failed', code } : finished || !signalled ? { kind: 'finished' } : { kind: 'stopped', signal: signalled });
+  const stoppedWith = runStopped !== undefined ? Math.max(exitCode, 1) : exitCode;
+  // A drain after Ctrl+C still ends in 130, the shell's "interrupted": the run did not finish.
+  const code = stoppedWith === 0 && interrupted ? EXIT_INTERRUPTED : stoppedWith;
+  clearInterval(statusTimer);
+  await observer.finish(stoppedWith !== 0 ? { kind: 'failed', code: stoppedWith } : finished || !signalled ? { kind: 'finished' } : { kind: 'stopped', signal: signalled });
   await lostJobs.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
+  process.off('SIGHUP', onHangup);
   await stopDatabase();
+  removePidFile();
   logger.info({ code }, 'supervisor stopped');
+  await notifier.flush();
   log.flush();
   return code;
+}
+
+interface ReloadContext {
+  readonly supervisor: Supervisor;
+  readonly logger: Logger;
+  readonly notifier: ServiceNotifier;
+  readonly overrides: Env;
+  readonly current: SettingsSnapshot;
+  /** Makes `next` what children get when they ask for their settings. */
+  readonly use: (next: SettingsSnapshot) => void;
+  readonly readyLine: () => string;
+}
+
+/**
+ * SIGHUP: reads `.env` again (with the same flags on top) and, when it is valid and changes
+ * nothing that needs a restart, replaces the children one at a time with the new code and
+ * settings. Invalid settings keep the old ones, and the log says why.
+ */
+async function reload(context: ReloadContext): Promise<void> {
+  const { supervisor, logger, notifier, current } = context;
+  const startedAt = new Date().toISOString();
+  const finish = (ok: boolean, message: string, replaced: readonly string[] = []) => {
+    (ok ? logger.info.bind(logger) : logger.error.bind(logger))({ replaced }, message);
+    writeOutcome(current.settings, { pid: process.pid, startedAt, finishedAt: new Date().toISOString(), ok, message, replaced });
+    notifier.ready(context.readyLine());
+  };
+  logger.info('SIGHUP: reloading (reading .env again, then replacing children one at a time)');
+  notifier.reloading();
+  let next: SettingsSnapshot;
+  try {
+    next = readSettingsSnapshot(context.overrides, current.settings.cwd);
+  } catch (error) {
+    const problems = error instanceof SettingsError ? error.problems.join('; ') : errorMessage(error);
+    return finish(false, `reload refused, keeping the current settings: invalid settings: ${problems}`);
+  }
+  const fixed = changesNeedingRestart(current.settings, next.settings);
+  if (fixed.length > 0) {
+    return finish(false, `reload refused, keeping the current settings: ${fixed.join(', ')} cannot change without a restart`);
+  }
+  context.use(next);
+  supervisor.useSettings(next.settings.supervisor);
+  const outcome = await supervisor.reload((step) => {
+    logger.info(step);
+    notifier.status(step);
+  });
+  if (outcome.failed) return finish(false, `reload stopped: ${outcome.failed}; children not yet replaced keep running the old code`, outcome.replaced);
+  return finish(true, `reload done: ${outcome.replaced.length} children replaced`, outcome.replaced);
 }

@@ -44,6 +44,10 @@ interface Slot {
   heldJobs: readonly HeldJob[];
   /** The last child's pid, kept after it died for the `workers` row. */
   lastPid: number;
+  /** The current child has reported ready since it was forked. */
+  ready: boolean;
+  /** During a reload: the replacement child, starting beside the current one. */
+  next: ClusterWorker | undefined;
 }
 
 /** What the supervisor does with the jobs of a child that died holding them, and where it records dead slots. */
@@ -52,13 +56,26 @@ export interface LostJobHandler {
   recordSlot?(slot: { workerId: string; role: string; pid: number; state: 'dead' | 'errored'; stillValid: () => boolean }): void;
 }
 
+/** A child replaced by a reload, draining: what it last reported, in case it dies holding it. */
+interface Retiring {
+  readonly child: ClusterWorker;
+  readonly exited: () => void;
+  commandGroups: readonly number[];
+  heldJobs: readonly HeldJob[];
+}
+
 export interface SupervisorOptions {
   readonly settings: SupervisorSettings;
   readonly logger: Logger;
   /** The module each child runs (`src/cli/child.ts`). */
   readonly childModule: string;
-  /** Environment added to every child's (DATABASE_URL of the embedded database, flag overrides). */
-  readonly childEnv: Record<string, string>;
+  /**
+   * Environment every child is forked with, merged over the supervisor's own; a key set to
+   * undefined is left out (credentials: they travel in the settings message instead).
+   */
+  readonly childEnv: Record<string, string | undefined>;
+  /** The settings message answering a child's `want-settings`: whatever is current when it asks. */
+  readonly childSettings: () => Extract<SupervisorMessage, { loreley: 'settings' }>;
   readonly workers: number;
   readonly scheduler: boolean;
   /** Hands a dead child's jobs back to the queue (absent: left to the scheduler's reconciliation). */
@@ -68,6 +85,10 @@ export interface SupervisorOptions {
 export interface SupervisorEvents {
   change: [SlotView];
   done: [Record<string, unknown>];
+  /** Every slot that should be running has a child that reported ready (again after a reload). */
+  'all-ready': [];
+  /** The first stop request: children are being drained. */
+  stopping: [string];
 }
 
 export function slotId(prefix: string, index: number): string {
@@ -75,10 +96,15 @@ export function slotId(prefix: string, index: number): string {
 }
 
 export class Supervisor extends EventEmitter<SupervisorEvents> {
-  private readonly options: SupervisorOptions;
+  private options: SupervisorOptions;
   private readonly logger: Logger;
   private readonly slots: Slot[] = [];
   private readonly byChild = new Map<number, Slot>();
+  /** Children replaced by a reload, draining; by cluster id, with what to call when they exit. */
+  private readonly retiring = new Map<number, Retiring>();
+  /** Waiters for a replacement child's first `ready` (true) or its exit (false), by cluster id. */
+  private readonly incoming = new Map<number, (ready: boolean) => void>();
+  private allReady = false;
   private stopping = false;
   private stopReason = '';
   private fatal = false;
@@ -105,7 +131,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       });
     const make = (id: string, role: SlotRole): Slot => ({
       id, role, policy: policy(), state: 'exited', child: undefined, startedAt: 0, lastHeartbeat: 0, restarts: 0,
-      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [], heldJobs: [], lastPid: 0,
+      jobId: null, rssBytes: undefined, restartTimer: undefined, killedAsUnresponsive: false, commandGroups: [], heldJobs: [], lastPid: 0, ready: false, next: undefined,
     });
     for (let index = 1; index <= options.workers; index += 1) this.slots.push(make(slotId(s.workerIdPrefix, index), 'worker'));
     if (options.scheduler) this.slots.push(make(slotId(s.schedulerIdPrefix, 1), 'scheduler'));
@@ -144,34 +170,58 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
   }
 
-  private fork(slot: Slot): void {
-    slot.restartTimer = undefined;
+  private forkChild(slot: Slot): ClusterWorker {
     const child = cluster.fork({
       ...this.options.childEnv,
       [CHILD_ENV.workerId]: slot.id,
       [CHILD_ENV.role]: slot.role,
       [CHILD_ENV.supervised]: '1',
     });
-    slot.child = child;
-    slot.lastPid = child.process.pid ?? 0;
-    slot.startedAt = Date.now();
-    slot.lastHeartbeat = Date.now();
-    slot.killedAsUnresponsive = false;
-    slot.rssBytes = undefined;
     this.byChild.set(child.id, slot);
     child.on('message', (message: unknown) => this.onMessage(slot, child, message));
     // A child whose IPC channel errors is dealt with by its exit; the error must not crash us.
     child.on('error', (error) => this.logger.warn({ slot: slot.id, err: error }, 'child channel error'));
+    return child;
+  }
+
+  private fork(slot: Slot): void {
+    slot.restartTimer = undefined;
+    const child = this.forkChild(slot);
+    slot.child = child;
+    slot.lastPid = child.process.pid ?? 0;
+    slot.ready = false;
+    slot.startedAt = Date.now();
+    slot.lastHeartbeat = Date.now();
+    slot.killedAsUnresponsive = false;
+    slot.rssBytes = undefined;
     this.setState(slot, 'starting', null);
+    this.checkAllReady();
   }
 
   private onMessage(slot: Slot, child: ClusterWorker, message: unknown): void {
-    if (slot.child !== child || !isLoreleyMessage<ChildMessage>(message)) return;
+    if (!isLoreleyMessage<ChildMessage>(message)) return;
+    if (message.loreley === 'want-settings') {
+      this.sendTo(slot, child, this.options.childSettings());
+      return;
+    }
+    if (slot.next === child && message.loreley === 'ready') {
+      this.logger.info({ slot: slot.id, childPid: message.pid }, 'replacement child ready');
+      this.incoming.get(child.id)?.(true);
+      return;
+    }
+    const retiring = this.retiring.get(child.id);
+    if (retiring && message.loreley === 'heartbeat') {
+      retiring.commandGroups = message.commandGroups ?? [];
+      retiring.heldJobs = message.heldJobs ?? [];
+    }
+    if (slot.child !== child) return;
     slot.lastHeartbeat = Date.now();
     switch (message.loreley) {
       case 'ready':
         this.logger.info({ slot: slot.id, childPid: message.pid }, 'child ready');
+        slot.ready = true;
         if (this.stopping) this.send(slot, { loreley: 'drain', timeoutSeconds: this.options.settings.drainTimeoutSeconds });
+        this.checkAllReady();
         break;
       case 'heartbeat':
         slot.rssBytes = message.rssBytes;
@@ -187,8 +237,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private send(slot: Slot, message: SupervisorMessage): void {
-    const child = slot.child;
-    if (!child || !child.isConnected()) return;
+    if (slot.child) this.sendTo(slot, slot.child, message);
+  }
+
+  private sendTo(slot: Slot, child: ClusterWorker, message: SupervisorMessage): void {
+    if (!child.isConnected()) return;
     try {
       child.send(message);
     } catch (error) {
@@ -200,7 +253,37 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const slot = this.byChild.get(child.id);
     if (!slot) return;
     this.byChild.delete(child.id);
-    if (slot.child === child) slot.child = undefined;
+    const retired = this.retiring.get(child.id);
+    if (retired) {
+      this.retiring.delete(child.id);
+      this.logger.info({ slot: slot.id, childPid: child.process.pid, code, signal }, 'replaced child exited');
+      if (code !== 0) {
+        // Killed at the drain deadline, or crashed while draining: what it held is dealt with as for any dead child.
+        for (const group of retired.commandGroups) {
+          try {
+            process.kill(-group, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
+        if (retired.heldJobs.length > 0) this.options.lostJobs?.handBack(slot.id, retired.heldJobs, `its replaced worker ${slot.id} died (${signal ?? `code ${code}`})`);
+      }
+      retired.exited();
+      this.checkAllExited();
+      return;
+    }
+    if (slot.next === child) {
+      slot.next = undefined;
+      this.logger.error({ slot: slot.id, code, signal }, `replacement child for ${slot.id} exited before it was ready (see its log)`);
+      this.incoming.get(child.id)?.(false);
+      this.checkAllExited();
+      return;
+    }
+    if (slot.child === child) {
+      slot.child = undefined;
+      slot.ready = false;
+      this.allReady = false;
+    }
     const uptimeMs = Date.now() - slot.startedAt;
     const how = signal ? `signal ${signal}` : `code ${code}`;
     this.killOrphanedCommands(slot);
@@ -302,7 +385,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const s = this.options.settings;
     if (this.stopping) {
       this.logger.warn({ reason }, 'second stop request: stopping children now');
-      for (const slot of this.slots) this.send(slot, { loreley: 'stop-now' });
+      for (const child of this.liveChildren()) this.sendTo(this.byChild.get(child.id)!, child, { loreley: 'stop-now' });
       clearTimeout(this.hardDeadline);
       this.hardDeadline = setTimeout(() => this.killAll(), 5000);
       this.hardDeadline.unref();
@@ -310,6 +393,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     this.stopping = true;
     this.stopReason = reason;
+    this.emit('stopping', reason);
     this.logger.info({ reason, drainTimeoutSeconds: s.drainTimeoutSeconds }, 'draining children');
     for (const slot of this.slots) {
       if (slot.restartTimer) {
@@ -321,6 +405,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.send(slot, { loreley: 'drain', timeoutSeconds: s.drainTimeoutSeconds });
         this.setState(slot, 'draining');
       }
+      if (slot.next) this.sendTo(slot, slot.next, { loreley: 'drain', timeoutSeconds: s.drainTimeoutSeconds });
     }
     // Children hand their jobs back at the drain timeout; past that and a grace, nothing is waited for.
     this.hardDeadline = setTimeout(() => this.killAll(), (s.drainTimeoutSeconds + 30) * 1000);
@@ -329,16 +414,112 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private killAll(): void {
-    for (const slot of this.slots) {
-      if (slot.child) {
-        this.logger.error({ slot: slot.id, childPid: slot.child.process.pid }, 'child did not stop in time: killing it');
-        slot.child.process.kill('SIGKILL');
-      }
+    for (const child of this.liveChildren()) {
+      this.logger.error({ slot: this.byChild.get(child.id)?.id, childPid: child.process.pid }, 'child did not stop in time: killing it');
+      child.process.kill('SIGKILL');
     }
   }
 
+  /** Every child process alive: current ones, replacements starting, replaced ones draining. */
+  private liveChildren(): ClusterWorker[] {
+    const children: ClusterWorker[] = [];
+    for (const slot of this.slots) {
+      if (slot.child) children.push(slot.child);
+      if (slot.next) children.push(slot.next);
+    }
+    for (const { child } of this.retiring.values()) children.push(child);
+    return children;
+  }
+
+  private checkAllReady(): void {
+    const ready = this.slots.every((slot) => slot.state === 'errored' || (slot.child !== undefined && slot.ready));
+    if (ready && !this.allReady && !this.stopping) {
+      this.allReady = true;
+      this.logger.info({ slots: this.slots.length }, 'all children ready');
+      this.emit('all-ready');
+    } else if (!ready) {
+      this.allReady = false;
+    }
+  }
+
+  /** Settings read again by a reload (drain timeout, restart policy limits, heartbeats). */
+  useSettings(settings: SupervisorSettings): void {
+    this.options = { ...this.options, settings };
+  }
+
+  /** Children are running as they should: the event loop turns and no slot is given up on. */
+  healthy(): boolean {
+    return !this.stopping && this.slots.every((slot) => slot.state !== 'errored');
+  }
+
+  /**
+   * Rolling reload: one slot at a time, a replacement child is forked (it asks for the settings
+   * current now), and once it is ready the old child drains (its job finished or handed back) and
+   * exits before the next slot is replaced. Workers first, then the scheduler, whose replacement
+   * waits as a standby until the old one releases the scheduler lock. A replacement that fails to
+   * start stops the reload and the old child keeps running. Resolves with the slots replaced.
+   */
+  async reload(onProgress: (message: string) => void = () => undefined): Promise<{ replaced: string[]; failed?: string }> {
+    const replaced: string[] = [];
+    const order = [...this.slots.filter((s) => s.role === 'worker'), ...this.slots.filter((s) => s.role === 'scheduler')];
+    for (const slot of order) {
+      if (this.stopping) return { replaced, failed: 'the supervisor is stopping' };
+      // A slot waiting to restart (or given up on) forks with the new settings when it next starts.
+      if (!slot.child || slot.next) continue;
+      onProgress(`reloading ${slot.id} (${replaced.length + 1}/${order.length})`);
+      const next = this.forkChild(slot);
+      slot.next = next;
+      const limitMs = Math.max(this.options.settings.heartbeatTimeoutMs * 2, 60_000);
+      const ready = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), limitMs);
+        this.incoming.set(next.id, (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        });
+      });
+      this.incoming.delete(next.id);
+      if (!ready || slot.next !== next || this.stopping) {
+        if (slot.next === next) {
+          slot.next = undefined;
+          this.byChild.delete(next.id);
+          next.process.kill('SIGKILL');
+        }
+        return { replaced, failed: this.stopping ? 'the supervisor is stopping' : `${slot.id}: the new child did not become ready` };
+      }
+      const old = slot.child;
+      slot.next = undefined;
+      if (!old) {
+        // The old child died meanwhile: the replacement takes the slot instead of a restart.
+        clearTimeout(slot.restartTimer);
+        slot.restartTimer = undefined;
+        slot.child = next;
+        slot.lastPid = next.process.pid ?? 0;
+      } else {
+        const exited = new Promise<void>((resolve) => this.retiring.set(old.id, { child: old, exited: resolve, commandGroups: slot.commandGroups, heldJobs: slot.heldJobs }));
+        slot.child = next;
+        slot.lastPid = next.process.pid ?? 0;
+        slot.commandGroups = [];
+        slot.heldJobs = [];
+        this.sendTo(slot, old, { loreley: 'drain', timeoutSeconds: this.options.settings.drainTimeoutSeconds });
+        const deadline = setTimeout(() => {
+          this.logger.error({ slot: slot.id, childPid: old.process.pid }, 'replaced child did not stop in time: killing it');
+          old.process.kill('SIGKILL');
+        }, (this.options.settings.drainTimeoutSeconds + 30) * 1000);
+        await exited;
+        clearTimeout(deadline);
+      }
+      slot.startedAt = Date.now();
+      slot.lastHeartbeat = Date.now();
+      slot.killedAsUnresponsive = false;
+      slot.ready = true;
+      replaced.push(slot.id);
+    }
+    this.checkAllReady();
+    return { replaced };
+  }
+
   private checkAllExited(): void {
-    if (!this.stopping || this.slots.some((slot) => slot.child)) return;
+    if (!this.stopping || this.liveChildren().length > 0) return;
     clearInterval(this.watchdog);
     clearTimeout(this.hardDeadline);
     this.logger.info({ reason: this.stopReason }, 'all children exited');

@@ -38,8 +38,8 @@ describe('loreley init --example circle-packing', () => {
     assert.equal(code, 0, stderr);
     assert.equal(stderr, '');
     assert.match(stdout, new RegExp(`^Created the circle-packing experiment in ${directory}\n`));
-    assert.match(stdout, /loreley-supervisor\.js --workers 4 --exit-when-done/);
-    assert.deepEqual(readdirSync(directory).sort(), ['.env', 'README.md', 'remote.git', 'tools']);
+    assert.match(stdout, /^  loreley-supervisor --workers 4 --exit-when-done$/m);
+    assert.deepEqual(readdirSync(directory).sort(), ['.env', 'README.md', 'ecosystem.config.cjs', 'loreley.service', 'remote.git', 'tools']);
 
     // remote.git: bare, one commit on main holding the program (and nothing of tools/).
     const remote = path.join(directory, 'remote.git');

@@ -120,6 +120,8 @@ export interface AgentSettings {
   readonly planning: PlanningSettings;
   readonly codex: CliAgentSettings;
   readonly claude: CliAgentSettings;
+  /** ANTHROPIC_API_KEY, for the `claude` CLI only; empty when unset. */
+  readonly anthropicApiKey: Secret;
   /** Built-in prices, then this file's entries over them. */
   readonly pricesFile: string | undefined;
   /** Unset means no cost budget. */
@@ -233,6 +235,7 @@ export function readAgentSettings(reader: EnvReader, cwd?: string): AgentSetting
     },
     codex: cliFrom(reader, 'CODEX', 'codex'),
     claude: cliFrom(reader, 'CLAUDE', 'claude'),
+    anthropicApiKey: new Secret(reader.optionalString('ANTHROPIC_API_KEY') ?? ''),
     pricesFile: pricesFile === undefined ? undefined : resolve(pricesFile),
     maxCostUsd: maxCost === undefined ? undefined : reader.float('LORELEY_MAX_COST_USD', 0, { min: 0 }),
     embeddings: {

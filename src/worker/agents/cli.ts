@@ -42,6 +42,12 @@ function openAiKey(deps: AgentDependencies): Record<string, string> {
   return key && key !== 'no-key' ? { OPENAI_API_KEY: key } : keyFromEnvironment('OPENAI_API_KEY');
 }
 
+/** ANTHROPIC_API_KEY from the settings the supervisor handed over: a child's own environment carries no keys. */
+function anthropicKey(deps: AgentDependencies): Record<string, string> {
+  const key = deps.settings.agent.anthropicApiKey.reveal();
+  return key ? { ANTHROPIC_API_KEY: key } : {};
+}
+
 function keyFromEnvironment(name: string): Record<string, string> {
   const value = process.env[name];
   return value ? { [name]: value } : {};
@@ -135,5 +141,5 @@ export function createCodexAgent(deps: AgentDependencies): MutationAgent {
 export function createClaudeAgent(deps: AgentDependencies): MutationAgent {
   const { claude } = deps.settings.agent;
   const model = modelFromArgs(claude.extraArgs) ?? 'claude';
-  return new CliAgent(deps, cliAgent(deps, 'claude', claudeArgv(claude.bin, claude.extraArgs), keyFromEnvironment('ANTHROPIC_API_KEY'), ['.claude', '.claude.json', '.config/claude']), (output) => parseClaudeResult(output, model));
+  return new CliAgent(deps, cliAgent(deps, 'claude', claudeArgv(claude.bin, claude.extraArgs), anthropicKey(deps), ['.claude', '.claude.json', '.config/claude']), (output) => parseClaudeResult(output, model));
 }

@@ -43,6 +43,8 @@ export interface FakeOpenAiOptions {
   readonly maxInputChars?: number;
   /** Each embeddings answer waits this long, so concurrent requests overlap. */
   readonly embeddingDelayMs?: number;
+  /** Served by GET /models; unset: 404. */
+  readonly models?: string[];
 }
 
 /** A deterministic unit vector for a text. */
@@ -99,6 +101,10 @@ export async function startFakeOpenAi(steps: ChatStep[] = [], options: FakeOpenA
             usage: { prompt_tokens: input.join(' ').split(/\s+/).length, total_tokens: input.join(' ').split(/\s+/).length },
           });
         }, options.embeddingDelayMs ?? 0);
+        return;
+      }
+      if (req.method === 'GET' && path.endsWith('/models') && options.models) {
+        send(res, 200, { object: 'list', data: options.models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'fake' })) });
         return;
       }
       if (req.method !== 'POST' || !path.endsWith('/chat/completions')) {
