@@ -73,7 +73,7 @@ if (settings.supervisor.workers === 0 && settings.supervisor.scheduler && !setti
 }
 // Cheap checks before anything starts: a missing repository, branch or program is a
 // configuration error (exit 78, which systemd's RestartPreventExitStatus and pm2 leave stopped).
-const failed = (await preflight(settings)).filter((result) => !result.ok);
+const failed = settings.supervisor.preflight ? (await preflight(settings)).filter((result) => !result.ok) : [];
 if (failed.length > 0) fail(failed.map((result) => `loreley-supervisor: ${result.name}: ${result.detail}`).join('\n'), EXIT_CONFIG);
 
 try {

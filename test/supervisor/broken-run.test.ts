@@ -19,6 +19,9 @@ after(async () => {
 });
 
 const FAST = {
+  // These runs test what happens at run time when a program cannot start; the supervisor's
+  // pre-flight would refuse them before anything starts (exit 78, test/service/doctor.test.ts).
+  SUPERVISOR_PREFLIGHT: 'false',
   SCHEDULER_POLL_INTERVAL_SECONDS: '0.2',
   TASKS_POLLING_INTERVAL_SECONDS: '0.5',
   SCHEDULER_MAX_UNFINISHED_JOBS: '2',

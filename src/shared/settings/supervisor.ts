@@ -20,6 +20,8 @@ export interface SupervisorSettings {
   readonly heartbeatTimeoutMs: number;
   readonly statusIntervalSeconds: number;
   readonly exitWhenDone: boolean;
+  /** Check the repository, branch and programs before starting anything (exit 78 when one is missing). */
+  readonly preflight: boolean;
   /** `--metrics-port`: the Prometheus endpoint; unset means none. */
   readonly metricsPort: number | undefined;
   /** Loopback unless widened on purpose: the metrics name commits and costs. */
@@ -64,6 +66,7 @@ export function readSupervisorSettings(reader: EnvReader): SupervisorSettings {
     heartbeatTimeoutMs,
     statusIntervalSeconds: reader.float('SUPERVISOR_STATUS_INTERVAL_SECONDS', 15, { min: 0 }),
     exitWhenDone: reader.bool('SUPERVISOR_EXIT_WHEN_DONE', false),
+    preflight: reader.bool('SUPERVISOR_PREFLIGHT', true),
     metricsPort: reader.optionalInt('SUPERVISOR_METRICS_PORT', { min: 0, max: 65535 }),
     metricsHost: reader.string('SUPERVISOR_METRICS_HOST', '127.0.0.1'),
   };
