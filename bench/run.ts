@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import { archiveScale } from './archive-scale.ts';
 import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
 import { jobOverhead } from './job-overhead.ts';
@@ -13,7 +14,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale];
 
 function usage(): string {
   return [
