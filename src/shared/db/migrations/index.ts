@@ -4,10 +4,11 @@ import { coreMigration } from './001_core.ts';
 import { archiveMigration } from './002_archive.ts';
 import { llmMigration } from './003_llm.ts';
 import { jobCountersMigration } from './004_job_counters.ts';
+import { indexesMigration } from './006_indexes.ts';
 import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;
