@@ -39,6 +39,32 @@ export async function upsertElite(db: Queryable, elite: Elite): Promise<void> {
   );
 }
 
+/**
+ * Inserts many elites in one statement (a refit writes the whole archive back). Cells and
+ * descriptors go as array literals, one per row, since unnest would flatten nested arrays.
+ */
+export async function insertElites(db: Queryable, experimentId: string, elites: readonly Omit<Elite, 'experimentId'>[]): Promise<void> {
+  if (elites.length === 0) return;
+  const literal = (values: readonly number[]) => `{${values.map(String).join(',')}}`;
+  await db.query(
+    `INSERT INTO archive_elites (experiment_id, island, cell_key, cell, descriptor, commit_hash, job_id, fitness, source)
+     SELECT $1, e.island, e.cell_key, e.cell::integer[], e.descriptor::double precision[], e.commit_hash, e.job_id, e.fitness, e.source
+       FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::double precision[], $9::text[])
+         AS e(island, cell_key, cell, descriptor, commit_hash, job_id, fitness, source)`,
+    [
+      experimentId,
+      elites.map((e) => e.island),
+      elites.map((e) => e.cellKey),
+      elites.map((e) => literal(e.cell)),
+      elites.map((e) => literal(e.descriptor)),
+      elites.map((e) => e.commitHash),
+      elites.map((e) => e.jobId),
+      elites.map((e) => e.fitness),
+      elites.map((e) => e.source),
+    ],
+  );
+}
+
 /** Elites in a stable order (island, cell key), so seeded sampling is reproducible. */
 export async function listElites(db: Queryable, experimentId: string, island?: number): Promise<Elite[]> {
   const { rows } = island === undefined
