@@ -27,15 +27,40 @@ const fallbackCache = new Map<string, number[][]>();
 
 export function fitWhitenedPca(vectors: readonly number[][], targetDims: number): WhitenedPca {
   if (vectors.length < 2) throw new Error('a PCA needs at least two samples');
-  const pca = new PCA(vectors.map((vector) => [...vector]), { center: true, scale: false });
+  const n = vectors.length;
+  const d = vectors[0].length;
+  const means = new Array<number>(d).fill(0);
+  for (const vector of vectors) vector.forEach((value, i) => (means[i] += value / n));
+  // The d×d covariance accumulated over flat typed arrays, then its symmetric eigendecomposition
+  // (ml-pca's covariance path): the same components and deviations as the SVD of the n×d
+  // samples, 3–4× faster at 4,096 × 256 (`npm run bench -- --only archive`).
+  const covariance = new Float64Array(d * d);
+  const centred = new Float64Array(d);
+  for (const vector of vectors) {
+    for (let i = 0; i < d; i++) centred[i] = (vector[i] ?? 0) - means[i];
+    for (let i = 0; i < d; i++) {
+      const value = centred[i];
+      if (value === 0) continue;
+      const row = i * d;
+      for (let j = i; j < d; j++) covariance[row + j] += value * centred[j];
+    }
+  }
+  const matrix: number[][] = Array.from({ length: d }, () => new Array<number>(d));
+  for (let i = 0; i < d; i++) {
+    for (let j = i; j < d; j++) {
+      const value = covariance[i * d + j] / (n - 1);
+      matrix[i][j] = value;
+      matrix[j][i] = value;
+    }
+  }
+  const pca = new PCA(matrix, { isCovarianceMatrix: true });
   const eigenvectors = pca.getEigenvectors();
-  const stdevs = pca.getStandardDeviations();
-  const count = Math.min(targetDims, eigenvectors.columns);
+  // Rounding can leave the smallest eigenvalues a hair below zero; no variance is no deviation.
+  const stdevs = pca.getStandardDeviations().map((value) => (Number.isFinite(value) ? value : 0));
+  const count = Math.min(targetDims, eigenvectors.columns, n);
   const components: number[][] = [];
   for (let j = 0; j < count; j++) components.push(eigenvectors.getColumn(j));
-  const means = new Array<number>(vectors[0].length).fill(0);
-  for (const vector of vectors) vector.forEach((value, i) => (means[i] += value / vectors.length));
-  return { kind: 'pca', means, components, stdevs: stdevs.slice(0, count), samples: vectors.length };
+  return { kind: 'pca', means, components, stdevs: stdevs.slice(0, count), samples: n };
 }
 
 /** Whitened coordinates; components the fit could not find (too few samples, no variance) are 0. */
