@@ -1,3 +1,4 @@
+import { float8Array, int4Array } from './binary-arrays.ts';
 import type { Queryable } from './pool.ts';
 
 /** SQL for the MAP-Elites archive: `archive_elites`, `archive_state` and the embedding caches. */
@@ -16,16 +17,22 @@ export interface Elite {
   readonly source: string;
 }
 
-const ELITE_COLUMNS = `experiment_id AS "experimentId", island, cell_key AS "cellKey", cell, descriptor,
-  commit_hash AS "commitHash", job_id AS "jobId", fitness, source`;
+const ELITE_COLUMNS = `experiment_id AS "experimentId", island, cell_key AS "cellKey", array_send(cell) AS cell,
+  array_send(descriptor) AS descriptor, commit_hash AS "commitHash", job_id AS "jobId", fitness, source`;
+
+type EliteRow = Omit<Elite, 'cell' | 'descriptor'> & { readonly cell: Buffer; readonly descriptor: Buffer };
+
+function elite(row: EliteRow): Elite {
+  return { ...row, cell: int4Array(row.cell), descriptor: float8Array(row.descriptor) };
+}
 
 /** The cell's elite, locked for the rest of the transaction so two placements never race. */
 export async function lockElite(db: Queryable, experimentId: string, island: number, cellKey: string): Promise<Elite | undefined> {
-  const { rows } = await db.query<Elite>(
+  const { rows } = await db.query<EliteRow>(
     `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2 AND cell_key = $3 FOR UPDATE`,
     [experimentId, island, cellKey],
   );
-  return rows[0];
+  return rows[0] && elite(rows[0]);
 }
 
 export async function upsertElite(db: Queryable, elite: Elite): Promise<void> {
@@ -68,9 +75,9 @@ export async function insertElites(db: Queryable, experimentId: string, elites: 
 /** Elites in a stable order (island, cell key), so seeded sampling is reproducible. */
 export async function listElites(db: Queryable, experimentId: string, island?: number): Promise<Elite[]> {
   const { rows } = island === undefined
-    ? await db.query<Elite>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 ORDER BY island, cell_key`, [experimentId])
-    : await db.query<Elite>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2 ORDER BY cell_key`, [experimentId, island]);
-  return rows;
+    ? await db.query<EliteRow>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 ORDER BY island, cell_key`, [experimentId])
+    : await db.query<EliteRow>(`SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2 ORDER BY cell_key`, [experimentId, island]);
+  return rows.map(elite);
 }
 
 export async function countElitesByIsland(db: Queryable, experimentId: string): Promise<Map<number, number>> {
@@ -83,22 +90,22 @@ export async function countElitesByIsland(db: Queryable, experimentId: string): 
 
 /** The best elite over every island; ties go to the earliest placed. */
 export async function bestElite(db: Queryable, experimentId: string, higherIsBetter: boolean): Promise<Elite | undefined> {
-  const { rows } = await db.query<Elite>(
+  const { rows } = await db.query<EliteRow>(
     `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1
       ORDER BY fitness ${higherIsBetter ? 'DESC' : 'ASC'}, placed_at, island, cell_key LIMIT 1`,
     [experimentId],
   );
-  return rows[0];
+  return rows[0] && elite(rows[0]);
 }
 
 /** The island's best elites, best first. */
 export async function topElites(db: Queryable, experimentId: string, island: number, limit: number, higherIsBetter: boolean): Promise<Elite[]> {
-  const { rows } = await db.query<Elite>(
+  const { rows } = await db.query<EliteRow>(
     `SELECT ${ELITE_COLUMNS} FROM archive_elites WHERE experiment_id = $1 AND island = $2
       ORDER BY fitness ${higherIsBetter ? 'DESC' : 'ASC'}, placed_at, cell_key LIMIT $3`,
     [experimentId, island, limit],
   );
-  return rows;
+  return rows.map(elite);
 }
 
 export async function deleteElites(db: Queryable, experimentId: string): Promise<void> {
@@ -156,21 +163,23 @@ export async function saveProjection(db: Queryable, experimentId: string, projec
 
 export async function getFileEmbeddings(db: Queryable, embedderId: string, blobHashes: readonly string[]): Promise<Map<string, number[]>> {
   if (blobHashes.length === 0) return new Map();
-  const { rows } = await db.query<{ blobHash: string; vector: number[] }>(
-    'SELECT blob_hash AS "blobHash", vector FROM file_embeddings WHERE embedder_id = $1 AND blob_hash = ANY($2)',
+  const { rows } = await db.query<{ blobHash: string; vector: Buffer }>(
+    'SELECT blob_hash AS "blobHash", array_send(vector) AS vector FROM file_embeddings WHERE embedder_id = $1 AND blob_hash = ANY($2)',
     [embedderId, blobHashes],
   );
-  return new Map(rows.map((row) => [row.blobHash, row.vector]));
+  return new Map(rows.map((row) => [row.blobHash, float8Array(row.vector)]));
 }
 
 export async function putFileEmbeddings(db: Queryable, embedderId: string, vectors: ReadonlyMap<string, readonly number[]>): Promise<void> {
   if (vectors.size === 0) return;
+  // Each vector as an array literal PostgreSQL parses natively; through jsonb every element was
+  // a JSON value extracted and cast one by one.
   await db.query(
     `INSERT INTO file_embeddings (embedder_id, blob_hash, vector)
-     SELECT $1, e.blob_hash, ARRAY(SELECT jsonb_array_elements_text(e.vector)::double precision)
-       FROM jsonb_to_recordset($2::jsonb) AS e(blob_hash text, vector jsonb)
+     SELECT $1, e.blob_hash, e.vector::double precision[]
+       FROM unnest($2::text[], $3::text[]) AS e(blob_hash, vector)
      ON CONFLICT (embedder_id, blob_hash) DO NOTHING`,
-    [embedderId, JSON.stringify([...vectors].map(([blob_hash, vector]) => ({ blob_hash, vector })))],
+    [embedderId, [...vectors.keys()], [...vectors.values()].map((vector) => `{${vector.join(',')}}`)],
   );
 }
 
@@ -181,23 +190,29 @@ export interface CommitEmbedding {
   readonly vectorSum: number[];
 }
 
+type CommitEmbeddingRow = Omit<CommitEmbedding, 'vectorSum'> & { readonly vectorSum: Buffer };
+
+function commitEmbedding(row: CommitEmbeddingRow): CommitEmbedding {
+  return { ...row, vectorSum: float8Array(row.vectorSum) };
+}
+
 export async function getCommitEmbedding(db: Queryable, experimentId: string, embedderId: string, commitHash: string): Promise<CommitEmbedding | undefined> {
-  const { rows } = await db.query<CommitEmbedding>(
-    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+  const { rows } = await db.query<CommitEmbeddingRow>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", array_send(vector_sum) AS "vectorSum"
        FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2 AND commit_hash = $3`,
     [experimentId, embedderId, commitHash],
   );
-  return rows[0];
+  return rows[0] && commitEmbedding(rows[0]);
 }
 
 export async function getCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string, commitHashes: readonly string[]): Promise<Map<string, CommitEmbedding>> {
   if (commitHashes.length === 0) return new Map();
-  const { rows } = await db.query<CommitEmbedding>(
-    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+  const { rows } = await db.query<CommitEmbeddingRow>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", array_send(vector_sum) AS "vectorSum"
        FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2 AND commit_hash = ANY($3)`,
     [experimentId, embedderId, commitHashes],
   );
-  return new Map(rows.map((row) => [row.commitHash, row]));
+  return new Map(rows.map((row) => [row.commitHash, commitEmbedding(row)]));
 }
 
 export async function putCommitEmbedding(db: Queryable, experimentId: string, embedderId: string, embedding: CommitEmbedding): Promise<void> {
@@ -212,13 +227,13 @@ export async function putCommitEmbedding(db: Queryable, experimentId: string, em
 
 /** The most recent commit vectors, the samples a projection is fitted on. */
 export async function recentCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string, limit: number): Promise<CommitEmbedding[]> {
-  const { rows } = await db.query<CommitEmbedding>(
-    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", vector_sum AS "vectorSum"
+  const { rows } = await db.query<CommitEmbeddingRow>(
+    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", array_send(vector_sum) AS "vectorSum"
        FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2
       ORDER BY created_at DESC, commit_hash LIMIT $3`,
     [experimentId, embedderId, limit],
   );
-  return rows;
+  return rows.map(commitEmbedding);
 }
 
 export async function countCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string): Promise<number> {
