@@ -5,6 +5,7 @@ import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
 import { jobOverhead } from './job-overhead.ts';
 import { pickup } from './pickup.ts';
+import { queueScale } from './queue-scale.ts';
 import { restart } from './restart.ts';
 
 /**
@@ -14,7 +15,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale, queueScale];
 
 function usage(): string {
   return [

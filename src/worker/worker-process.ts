@@ -25,6 +25,8 @@ function wakeQueueWorkers(boss: ChildRuntime['boss'], queue: string): void {
 export interface WorkerProcessOptions {
   /** Replaces the agent `WORKER_AGENT_BACKEND` names (tests, embedding). */
   readonly agent?: MutationAgent;
+  /** Replaces the git clone (the bench's queue path without git). */
+  readonly repository?: WorkerRepository;
 }
 
 /**
@@ -38,7 +40,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   // A ConfigurationError in a job (the evaluator's files changed) stops the worker with exit 78.
   let fatal: ConfigurationError | undefined;
   const fatalSignal = new AbortController();
-  const repository = new WorkerRepository({
+  const repository = options.repository ?? new WorkerRepository({
     settings: { remoteUrl: settings.repository.remoteUrl, baseClone: settings.worker.git.baseClone, push: settings.repository.push },
     logger,
     workerId: runtime.workerId,

@@ -1,0 +1,270 @@
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { PgBoss } from 'pg-boss';
+import { makeWorkerUtils } from 'graphile-worker';
+import { withTransaction } from '../src/shared/db/pool.ts';
+import { markQueued } from '../src/shared/db/jobs.ts';
+import { sendEvolutionJob } from '../src/shared/queue.ts';
+import { createExperiment, whileRunning } from './experiment.ts';
+import { clkTck, FIXTURES, ratio, waitFor, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
+
+/**
+ * The queue path at scale: N jobs (2,000; 300 with --quick) enqueued in one transaction while W
+ * idle worker processes (4 and 16) wait, until the last is done. Every side does the same work
+ * per job: run `echo '{"score": 1}'` and parse its JSON.
+ *
+ * - **Loreley**: `fixtures/loreley-queue-worker.ts`, the real worker runtime and loop (claim,
+ *   presence and heartbeats, evaluator, result transaction with card, metrics, succeeded and the
+ *   queue job completed) with a plain directory for a worktree, on baseline-kind jobs (no agent,
+ *   no commit): the bookkeeping without git. Jobs are sent as the scheduler's dispatch sends them.
+ * - **raw pg-boss**: `fixtures/pgboss-throughput.mjs`, Loreley's pg-boss options, the command in
+ *   the handler, and the worker woken after each job as Loreley's is (at batchSize 1 pg-boss
+ *   otherwise waits out its poll interval between jobs, backlog or not).
+ * - **graphile-worker**: `fixtures/graphile-throughput.mjs`, concurrency 1 per process.
+ *
+ * Each side gets a database of its own, so `pg_stat_database.xact_commit` (read after the workers
+ * settled, and again after they stopped) counts its transactions only — the bench's own polling
+ * (one count every 200 ms) included. CPU per job is the worker processes' utime + stime with their
+ * reaped children (`/proc/<pid>/stat` fields 14–17) over the run. The sides run interleaved.
+ */
+
+const COMMAND = ['echo', '{"score": 1}'];
+
+interface Measured {
+  readonly jobsPerSecond: number;
+  readonly cpuMsPerJob: number;
+  readonly xactsPerJob: number;
+}
+
+interface Side {
+  readonly name: string;
+  run(harness: Harness, workers: number, jobs: number): Promise<Measured>;
+}
+
+export const queueScale: Benchmark = {
+  name: 'queue',
+  description: 'queue path, N jobs at 4 and 16 workers: Loreley vs raw pg-boss vs graphile-worker (jobs/s, CPU, transactions)',
+  async run(harness) {
+    const jobs = harness.pick(2000, 300);
+    const rows: Row[] = [];
+    for (const workers of [4, 16]) {
+      const results = new Map<string, Measured>();
+      for (const side of [loreleySide, pgBossSide, graphileSide]) {
+        harness.progress(`${workers} workers, ${jobs} jobs: ${side.name}`);
+        const measured = await side.run(harness, workers, jobs);
+        harness.progress(`${side.name}: ${measured.jobsPerSecond.toFixed(1)} jobs/s, ${measured.cpuMsPerJob.toFixed(1)} CPU-ms/job, ${measured.xactsPerJob.toFixed(1)} transactions/job`);
+        results.set(side.name, measured);
+        await harness.stopProcesses();
+      }
+      const loreley = results.get('Loreley')!;
+      const boss = results.get('raw pg-boss')!;
+      const graphile = results.get('graphile-worker')!;
+      const rate = (m: Measured) => `${m.jobsPerSecond.toFixed(1)} jobs/s`;
+      rows.push(
+        { benchmark: `queue path ${workers} workers, ${jobs} jobs: jobs/s vs pg-boss`, loreley: rate(loreley), baseline: `pg-boss ${rate(boss)}`, ratio: ratio(loreley.jobsPerSecond, boss.jobsPerSecond), target: '≥ 0.8×', pass: loreley.jobsPerSecond >= 0.8 * boss.jobsPerSecond },
+        { benchmark: `queue path ${workers} workers: jobs/s vs graphile-worker`, loreley: rate(loreley), baseline: `graphile ${rate(graphile)}`, ratio: ratio(loreley.jobsPerSecond, graphile.jobsPerSecond), target: '≥ 0.5×', pass: loreley.jobsPerSecond >= 0.5 * graphile.jobsPerSecond },
+        { benchmark: `queue path ${workers} workers: worker CPU per job`, loreley: `${loreley.cpuMsPerJob.toFixed(1)} ms`, baseline: `pg-boss ${boss.cpuMsPerJob.toFixed(1)} ms, graphile ${graphile.cpuMsPerJob.toFixed(1)} ms`, ratio: ratio(loreley.cpuMsPerJob, boss.cpuMsPerJob), target: '', pass: undefined },
+        { benchmark: `queue path ${workers} workers: transactions per job`, loreley: loreley.xactsPerJob.toFixed(1), baseline: `pg-boss ${boss.xactsPerJob.toFixed(1)}, graphile ${graphile.xactsPerJob.toFixed(1)}`, ratio: ratio(loreley.xactsPerJob, boss.xactsPerJob), target: '≤ 6', pass: loreley.xactsPerJob <= 6 },
+      );
+    }
+    return rows;
+  },
+};
+
+/** utime + stime + cutime + cstime of the processes, in ms. */
+function cpuMs(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    } catch {
+      // Gone: its time is lost, which only makes the side look cheaper.
+    }
+  }
+  return (ticks * 1000) / clkTck();
+}
+
+async function xactCommits(url: string): Promise<number> {
+  const client = new pg.Client(url);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()');
+    return Number(rows[0].n);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The common frame: workers started and ready, stats settled, jobs enqueued in one transaction,
+ * wait for `done`, stop the workers, read the counters.
+ */
+async function measure(options: {
+  url: string;
+  procs: Proc[];
+  ready: () => Promise<boolean>;
+  enqueue: () => Promise<void>;
+  done: () => Promise<number>;
+  jobs: number;
+}): Promise<Measured> {
+  await waitFor('every worker ready', options.ready, 120_000, 100);
+  // Idle backends flush their statistics within a poll or two.
+  await sleep(2500);
+  const xactsBefore = await xactCommits(options.url);
+  const pids = options.procs.map((proc) => proc.pid);
+  const cpuBefore = cpuMs(pids);
+  const started = performance.now();
+  await options.enqueue();
+  const first = options.procs[0];
+  await whileRunning(first, waitFor(`${options.jobs} jobs done`, async () => (await options.done()) >= options.jobs, 600_000, 200));
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = cpuMs(pids) - cpuBefore;
+  // Stopped, so every backend has flushed its counts (read before, the last second could be missing).
+  await Promise.all(options.procs.map((proc) => proc.stop(5000)));
+  await sleep(500);
+  const xacts = (await xactCommits(options.url)) - xactsBefore;
+  return { jobsPerSecond: options.jobs / seconds, cpuMsPerJob: cpu / options.jobs, xactsPerJob: xacts / options.jobs };
+}
+
+const loreleySide: Side = {
+  name: 'Loreley',
+  async run(harness, workers, jobs) {
+    const experiment = await createExperiment(harness, {
+      label: `queue${workers}`,
+      commands: { agent: ['true'], evaluator: COMMAND },
+    });
+    try {
+      const procs: Proc[] = [];
+      for (let i = 0; i < workers; i += 1) {
+        const id = `queue-worker-${i + 1}`;
+        procs.push(harness.spawn(id, [path.join(FIXTURES, 'loreley-queue-worker.ts'), id], { env: experiment.env, cwd: experiment.root }));
+      }
+      const experimentId = experiment.settings.experiment.uuid;
+      return await measure({
+        url: experiment.databaseUrl,
+        procs,
+        jobs,
+        ready: async () => {
+          const { rows } = await experiment.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM workers WHERE experiment_id = $1 AND state = 'idle'`, [experimentId]);
+          return rows[0].n >= workers;
+        },
+        enqueue: () =>
+          withTransaction(experiment.pool, async (client) => {
+            const { rows } = await client.query<{ id: string }>(
+              `INSERT INTO evolution_jobs (experiment_id, kind, base_commit)
+               SELECT $1, 'baseline', md5('queue' || i) || '00000000' FROM generate_series(1, $2) AS i RETURNING id`,
+              [experimentId, jobs],
+            );
+            for (const row of rows) await markQueued(client, row.id, await sendEvolutionJob(experiment.boss, experiment.settings.queue.name, { id: row.id, priority: 0 }, client));
+          }),
+        done: async () => {
+          const { rows } = await experiment.pool.query<{ n: number; failed: number }>(
+            `SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'failed')::int AS failed FROM evolution_jobs WHERE experiment_id = $1 AND status IN ('succeeded', 'failed')`,
+            [experimentId],
+          );
+          if (rows[0].failed > 0) {
+            const { rows: errors } = await experiment.pool.query<{ e: string }>(`SELECT last_error AS e FROM evolution_jobs WHERE status = 'failed' LIMIT 1`);
+            throw new Error(`a Loreley job failed: ${errors[0]?.e}`);
+          }
+          return rows[0].n;
+        },
+      });
+    } finally {
+      await experiment.close();
+    }
+  },
+};
+
+const pgBossSide: Side = {
+  name: 'raw pg-boss',
+  async run(harness, workers, jobs) {
+    const url = await harness.createDatabase(`pgboss${workers}`);
+    const schema = 'pgboss';
+    const queue = 'bench-throughput';
+    const boss = new PgBoss({ connectionString: url, schema, max: 3, useListenNotify: true, supervise: false, schedule: false, migrate: true, registerInstance: false });
+    boss.on('error', (error) => harness.progress(`bench pg-boss: ${error.message}`));
+    await boss.start();
+    await boss.createQueue(queue, { notify: true });
+    const procs: Proc[] = [];
+    let ready = 0;
+    for (let i = 0; i < workers; i += 1) {
+      const proc = harness.spawn(`pg-boss worker ${i + 1}`, [path.join(FIXTURES, 'pgboss-throughput.mjs'), url, schema, queue, JSON.stringify(COMMAND)], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+        cwd: harness.tempDir('pgboss-worker'),
+        ipc: true,
+      });
+      proc.child.on('message', (message: { type?: string }) => {
+        if (message.type === 'ready') ready += 1;
+      });
+      procs.push(proc);
+    }
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    try {
+      return await measure({
+        url,
+        procs,
+        jobs,
+        ready: async () => ready >= workers,
+        enqueue: async () => {
+          await boss.insert(queue, Array.from({ length: jobs }, () => ({ data: {} })));
+        },
+        done: async () => {
+          const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${schema}.job WHERE name = $1 AND state = 'completed'`, [queue]);
+          return rows[0].n;
+        },
+      });
+    } finally {
+      await boss.stop({ graceful: false }).catch(() => undefined);
+      await pool.end();
+    }
+  },
+};
+
+const graphileSide: Side = {
+  name: 'graphile-worker',
+  async run(harness, workers, jobs) {
+    const url = await harness.createDatabase(`graphile${workers}`);
+    const utils = await makeWorkerUtils({ connectionString: url });
+    await utils.migrate();
+    const procs: Proc[] = [];
+    let ready = 0;
+    for (let i = 0; i < workers; i += 1) {
+      const proc = harness.spawn(`graphile worker ${i + 1}`, [path.join(FIXTURES, 'graphile-throughput.mjs'), url, JSON.stringify(COMMAND)], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+        cwd: harness.tempDir('graphile-worker'),
+        ipc: true,
+      });
+      proc.child.on('message', (message: { type?: string }) => {
+        if (message.type === 'ready') ready += 1;
+      });
+      procs.push(proc);
+    }
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    try {
+      return await measure({
+        url,
+        procs,
+        jobs,
+        ready: async () => ready >= workers,
+        enqueue: async () => {
+          await utils.addJobs(Array.from({ length: jobs }, () => ({ identifier: 'job', payload: {} })));
+        },
+        done: async () => {
+          const { rows } = await pool.query<{ n: number; failed: number }>(
+            `SELECT count(*)::int AS n, count(*) FILTER (WHERE last_error IS NOT NULL)::int AS failed FROM graphile_worker.jobs`,
+          );
+          if (rows[0].failed > 0) throw new Error('a graphile-worker job failed');
+          return jobs - rows[0].n;
+        },
+      });
+    } finally {
+      await utils.release();
+      await pool.end();
+    }
+  },
+};
+
