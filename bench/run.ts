@@ -21,7 +21,7 @@ function usage(): string {
   return [
     'usage: node bench/run.ts [--quick] [--only <name>[,<name>...]]',
     '',
-    '  --quick        fewer iterations and shorter windows (under a minute)',
+    '  --quick        fewer iterations, smaller N, shorter windows (a few minutes)',
     '  --only NAMES   run only these benchmarks (repeatable or comma-separated)',
     '',
     'benchmarks:',
