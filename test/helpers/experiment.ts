@@ -38,11 +38,12 @@ export interface FixtureOptions {
 }
 
 const AGENT = `
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 const records = process.argv[2];
 const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
 const mode = context.payload.agent ?? 'edit';
-const record = (extra) => writeFileSync(records + '/' + context.jobId + '.agent.json', JSON.stringify({ pid: process.pid, cwd: process.cwd(), mode, ...extra }));
+// Written then renamed, so a test polling for the file never reads it half-written.
+const record = (extra) => { const file = records + '/' + context.jobId + '.agent.json'; writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, cwd: process.cwd(), mode, ...extra })); renameSync(file + '.tmp', file); };
 record({});
 if (mode === 'sleep') await new Promise((resolve) => setTimeout(resolve, context.payload.sleepMs ?? 30000));
 if (mode === 'noop') { console.log('nothing to change'); process.exit(0); }
@@ -54,11 +55,12 @@ console.log(JSON.stringify({ summary: 'agent edit for ' + context.jobId }));
 
 const EVALUATOR = `
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 const records = process.argv[2];
 const context = JSON.parse(readFileSync(process.env.LORELEY_JOB_CONTEXT, 'utf8'));
 const mode = context.payload.evaluator ?? 'ok';
-const record = (extra) => writeFileSync(records + '/' + context.jobId + '.evaluator.json', JSON.stringify({ pid: process.pid, cwd: process.cwd(), mode, ...extra }));
+// Written then renamed, so a test polling for the file never reads it half-written.
+const record = (extra) => { const file = records + '/' + context.jobId + '.evaluator.json'; writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, cwd: process.cwd(), mode, ...extra })); renameSync(file + '.tmp', file); };
 // A grandchild in the evaluator's process group: it must die with the evaluator.
 const grandchild = () => spawn('sleep', ['30'], { stdio: 'ignore' }).pid;
 record({});
