@@ -292,7 +292,9 @@ if (process.env.LORELEY_ROLE === 'worker' && !existsSync(${JSON.stringify(flag)}
       const agentRecord = path.join(fixture.recordsDir, `${jobId}.agent.json`);
       await waitFor('the agent to start', () => existsSync(agentRecord), 60_000, 50, supervisor);
       const agentPid = (JSON.parse(readFileSync(agentRecord, 'utf8')) as { pid: number }).pid;
-      const children = (await workerRows(queue)).map((row) => row.pid);
+      // The scheduler may report in after the worker has started its job (a loaded machine).
+      const rows = await waitFor('both children to report in', async () => ((await workerRows(queue)).length === 2 ? workerRows(queue) : undefined), 30_000, 50, supervisor);
+      const children = rows.map((row) => row.pid);
       assert.equal(children.length, 2);
       const killedAt = performance.now();
       process.kill(supervisor.pid, 'SIGKILL');
