@@ -8,6 +8,7 @@ import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, wit
 import { EXAMPLES, initExample, SUPERVISOR_LAUNCHER } from './init-example.ts';
 import { LOG_ROLES, parseSince, runLogs } from './logs.ts';
 import { parseDims, runReport } from './report/index.ts';
+import { runRebuild } from './rebuild.ts';
 import { runChild } from './run-child.ts';
 import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
 
@@ -150,6 +151,22 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
         process.exit(await reloadRunningSupervisor(settings, { wait: argv.wait, timeoutSeconds: argv.timeout }));
       } catch (error) {
         exitOnError('loreley reload', error);
+      }
+    },
+  )
+  .command(
+    'rebuild',
+    "Restore the experiment into an empty database from its remote's git notes (refs/notes/loreley)",
+    (y) =>
+      y
+        .option('force', { type: 'boolean', default: false, describe: 'Replace what the database holds of the experiment (asks first)' })
+        .option('yes', { type: 'boolean', default: false, describe: 'Do not ask (for scripts)' }),
+    async (argv) => {
+      const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley rebuild');
+      try {
+        await runRebuild(settings, { force: argv.force, yes: argv.yes });
+      } catch (error) {
+        exitOnError('loreley rebuild', error);
       }
     },
   )

@@ -14,6 +14,7 @@ import { RepositoryStateEmbedding } from './embedding/repository-state.ts';
 import { experimentIsDone, finishExperiment, type FinalSummary } from './finish.ts';
 import { checkRunHealth, type RunStop } from './health.ts';
 import { ingestStage } from './ingest.ts';
+import { NotesPublisher, type NotesResult } from './notes.ts';
 import { seedFromString } from './random.ts';
 import { reconcileStage, type ReconcileResult } from './reconcile.ts';
 import { SchedulerRepository } from './repository.ts';
@@ -33,7 +34,7 @@ export interface EvolutionSchedulerOptions {
 }
 
 /** The stages of a tick, in order; each is a file of its own (`ingest.ts`, `dispatch.ts`, ...). */
-export const STAGES = ['ingest', 'dispatch', 'reconcile', 'schedule'] as const;
+export const STAGES = ['ingest', 'dispatch', 'reconcile', 'schedule', 'notes'] as const;
 export type StageName = (typeof STAGES)[number];
 
 export interface StageReport {
@@ -51,6 +52,8 @@ export interface TickSummary {
   readonly dispatched: number;
   readonly reconciled: ReconcileResult;
   readonly scheduled: number;
+  /** Candidates whose git notes this tick wrote (and pushed). */
+  readonly noted: number;
   /** After the tick: pending + queued + running, the baseline included. */
   readonly unfinished: number;
   /** After the tick: evolution jobs in any status, what the budget counts. */
@@ -78,6 +81,7 @@ export class EvolutionScheduler {
   private startedAt: Date | undefined;
   /** Set once the baseline failed or the circuit breaker tripped: nothing more is scheduled. */
   private stop: RunStop | undefined;
+  private readonly notes: NotesPublisher;
 
   constructor(options: EvolutionSchedulerOptions) {
     const { settings, pool, logger } = options;
@@ -96,6 +100,7 @@ export class EvolutionScheduler {
       ensureCommit: (commit) => this.repository.ensureCommit(commit),
     });
     this.context = { settings, experimentId: this.experimentId, pool, boss: options.boss, logger, repository: this.repository, archive: this.archive, seed, heartbeatsTrustedAfter: options.heartbeatsTrustedAfter };
+    this.notes = new NotesPublisher(this.context, () => this.rootCommit);
   }
 
   private createDescriptor(pool: Pool, embedder: FileEmbedder | undefined): BehaviorDescriptor {
@@ -143,7 +148,7 @@ export class EvolutionScheduler {
     return scheduleStage(this.context, this.rootCommit);
   }
 
-  /** One pass of ingest → dispatch → reconcile → schedule. */
+  /** One pass of ingest → dispatch → reconcile → schedule → notes. */
   async tick(): Promise<TickSummary> {
     const { context } = this;
     const stages: StageReport[] = [];
@@ -163,6 +168,7 @@ export class EvolutionScheduler {
     const dispatched = await run('dispatch', () => dispatchStage(context), 0);
     const reconciled = await run('reconcile', () => reconcileStage(context), { checked: 0, failed: 0, resent: 0 });
     const scheduled = await run('schedule', () => this.scheduleIfHealthy(), 0);
+    const notes = await run('notes', () => this.notes.publish(), { noted: 0, pushed: false } as NotesResult);
     const [unfinished, evolutionJobs] = await Promise.all([
       countUnfinished(context.pool, this.experimentId).catch(() => -1),
       countEvolutionJobs(context.pool, this.experimentId).catch(() => -1),
@@ -175,6 +181,7 @@ export class EvolutionScheduler {
       dispatched,
       reconciled,
       scheduled,
+      noted: notes.noted,
       unfinished,
       evolutionJobs,
     };

@@ -2,6 +2,7 @@ import { ensureExperiment, recordExperimentRoot } from '../shared/db/experiments
 import { findJobsByKind, insertJob } from '../shared/db/jobs.ts';
 import { ConfigurationError } from '../shared/errors.ts';
 import type { SchedulerContext } from './context.ts';
+import { notedCandidatesOnRemote } from './notes.ts';
 import { normalizeUrl } from './repository.ts';
 
 /**
@@ -39,6 +40,12 @@ export async function startExperiment(context: SchedulerContext): Promise<string
       logger.warn({ recorded: experiment.branch, configured: branch }, 'WORKER_REPO_BRANCH differs from the branch recorded at the first start; the recorded root commit is kept');
     }
   } else {
+    // An empty database over a remote that carries this experiment's notes is a lost database, not
+    // a new experiment: starting again would bury days of evaluations under a second baseline.
+    const noted = await notedCandidatesOnRemote(repository.directory, experimentId);
+    if (noted > 0) {
+      throw new ConfigurationError(`${label} has no data in this database, but ${remote} carries ${noted} evaluated candidate(s) of it in git notes: run 'loreley rebuild' to restore it, or use another EXPERIMENT_ID`);
+    }
     const tip = configuredCommit ?? (await repository.tip());
     if (!tip) throw new ConfigurationError(`branch ${branch} does not exist on ${remote}: set WORKER_REPO_BRANCH or MAPELITES_EXPERIMENT_ROOT_COMMIT`);
     const recorded = await recordExperimentRoot(pool, experimentId, remote, branch, tip);

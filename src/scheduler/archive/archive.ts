@@ -233,6 +233,7 @@ export class MapElitesArchive {
         delta: main.delta,
         cell: { island: main.island, cell: main.cell, descriptor: main.descriptor, islands: placements.map((p) => ({ island: p.island, placed: p.placed })) },
         reason,
+        sequence: ingestions,
       });
       return { placements, ingestions };
     });

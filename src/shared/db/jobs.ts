@@ -235,16 +235,18 @@ export interface IngestionRecord {
   readonly delta: number | null;
   readonly cell: unknown;
   readonly reason: string;
+  /** The archive's ingestion count at this ingestion (its place in the replay order of a rebuild). */
+  readonly sequence?: number;
 }
 
 export async function recordIngestion(db: Queryable, id: string, record: IngestionRecord): Promise<void> {
   await db.query(
     `UPDATE evolution_jobs
         SET ingestion_status = $2, ingestion_delta = $3, ingestion_cell = $4, ingestion_reason = $5,
-            ingested_at = now(), updated_at = now(),
+            ingested_at = now(), updated_at = now(), ingestion_seq = $7,
             payload = jsonb_set(payload, '{ingestion}', $6::jsonb, true)
       WHERE id = $1`,
-    [id, record.status, record.delta, JSON.stringify(record.cell ?? null), record.reason, JSON.stringify({ map_elites: record })],
+    [id, record.status, record.delta, JSON.stringify(record.cell ?? null), record.reason, JSON.stringify({ map_elites: record }), record.sequence ?? null],
   );
 }
 

@@ -5,10 +5,11 @@ import { archiveMigration } from './002_archive.ts';
 import { llmMigration } from './003_llm.ts';
 import { jobCountersMigration } from './004_job_counters.ts';
 import { indexesMigration } from './006_indexes.ts';
+import { notesMigration } from './007_notes.ts';
 import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration, notesMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;

@@ -1,0 +1,174 @@
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { gitAt, GitError } from './git.ts';
+
+/**
+ * Git notes under `refs/notes/loreley`: the experiment's record travelling with its commits, so a
+ * lost database can be rebuilt from the remote alone (`loreley rebuild`).
+ *
+ * A note is text of JSON lines, one self-contained record each. Line-oriented content is what lets
+ * several writers merge without a conflict: `git notes merge -s cat_sort_uniq` concatenates two
+ * versions of a note, sorts the lines and drops duplicates; readers never depend on line order.
+ *
+ * Every operation is a bounded number of git processes whatever the number of notes: writing goes
+ * through one `git fast-import`, reading through `git notes list` and one `git cat-file --batch`.
+ */
+
+export const NOTES_REF = 'refs/notes/loreley';
+/** Where a fetch puts the remote's notes before they are merged into ours. */
+const REMOTE_NOTES_REF = 'refs/notes/loreley-remote';
+const IDENTITY = ['-c', 'user.name=Loreley', '-c', 'user.email=loreley@localhost'];
+/** Non-fast-forward pushes (another writer pushed first) are merged and tried again this often. */
+const PUSH_ATTEMPTS = 5;
+
+/**
+ * The note text of each annotated commit (or of those in `only`), from one listing and one
+ * batched read.
+ */
+export async function readNotes(directory: string, only?: ReadonlySet<string>): Promise<Map<string, string>> {
+  const listing = await gitAt(directory).raw(['notes', `--ref=${NOTES_REF}`, 'list']).catch((error: unknown) => {
+    // No notes ref yet: nothing written.
+    if (error instanceof GitError) return '';
+    throw error;
+  });
+  const pairs: Array<{ blob: string; commit: string }> = [];
+  for (const line of listing.split('\n')) {
+    const [blob, commit] = line.trim().split(/\s+/);
+    if (blob && commit && (!only || only.has(commit))) pairs.push({ blob, commit });
+  }
+  const blobs = await catFileBatch(directory, pairs.map((pair) => pair.blob));
+  const notes = new Map<string, string>();
+  for (const { blob, commit } of pairs) {
+    const content = blobs.get(blob);
+    if (content !== undefined) notes.set(commit, content.toString('utf8'));
+  }
+  return notes;
+}
+
+/** The lines of a note: non-empty, trimmed. */
+export function noteLines(text: string | undefined): string[] {
+  if (!text) return [];
+  return text.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+}
+
+/**
+ * Writes notes (commit → full note text, replacing what the commit had) as one notes commit
+ * through one `git fast-import`. The caller composes the text, e.g. existing lines plus new ones.
+ */
+export async function writeNotes(directory: string, notes: ReadonlyMap<string, string>, message: string): Promise<void> {
+  if (notes.size === 0) return;
+  const parent = await resolveRef(directory, NOTES_REF);
+  const chunks: Buffer[] = [];
+  const data = (text: string) => {
+    const bytes = Buffer.from(text, 'utf8');
+    chunks.push(Buffer.from(`data ${bytes.length}\n`), bytes, Buffer.from('\n'));
+  };
+  chunks.push(Buffer.from(`commit ${NOTES_REF}\ncommitter Loreley <loreley@localhost> ${Math.floor(Date.now() / 1000)} +0000\n`));
+  data(message);
+  if (parent) chunks.push(Buffer.from(`from ${parent}\n`));
+  for (const [commit, text] of notes) {
+    chunks.push(Buffer.from(`N inline ${commit}\n`));
+    data(text.endsWith('\n') ? text : `${text}\n`);
+  }
+  chunks.push(Buffer.from('done\n'));
+  await runWithInput(directory, ['fast-import', '--quiet', '--done'], Buffer.concat(chunks));
+}
+
+/**
+ * Brings the remote's notes in: fetched to a side ref, then merged into ours with
+ * `cat_sort_uniq` (a union of lines), or taken as they are when we have none. Returns false when
+ * the remote has no notes yet.
+ */
+export async function fetchNotes(directory: string, remote = 'origin'): Promise<boolean> {
+  const git = gitAt(directory);
+  try {
+    await git.raw(['fetch', '--quiet', '--no-tags', remote, `+${NOTES_REF}:${REMOTE_NOTES_REF}`]);
+  } catch (error) {
+    if (error instanceof GitError && /couldn't find remote ref|could not find remote ref/i.test(error.message)) return false;
+    throw error;
+  }
+  const remoteTip = await resolveRef(directory, REMOTE_NOTES_REF);
+  if (!remoteTip) return false;
+  const ours = await resolveRef(directory, NOTES_REF);
+  if (!ours) {
+    await git.raw(['update-ref', NOTES_REF, remoteTip]);
+  } else if (ours !== remoteTip) {
+    await git.raw([...IDENTITY, 'notes', `--ref=${NOTES_REF}`, 'merge', '--quiet', '--strategy=cat_sort_uniq', REMOTE_NOTES_REF]);
+  }
+  return true;
+}
+
+/**
+ * Pushes our notes. Another writer may have pushed meanwhile (non-fast-forward): its notes are
+ * fetched and merged, and the push tried again, a few times with a short pause.
+ */
+export async function pushNotes(directory: string, remote = 'origin'): Promise<void> {
+  if (!(await resolveRef(directory, NOTES_REF))) return;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await gitAt(directory).raw(['push', '--quiet', '--no-verify', remote, `${NOTES_REF}:${NOTES_REF}`]);
+      return;
+    } catch (error) {
+      // git's message tail varies (a rejection ends in hints); any failure is retried after a
+      // fetch and merge, and a remote that cannot be reached fails that fetch.
+      if (!(error instanceof GitError) || attempt >= PUSH_ATTEMPTS) throw error;
+      await sleep(50 * attempt + Math.floor(Math.random() * 50));
+      await fetchNotes(directory, remote);
+    }
+  }
+}
+
+async function resolveRef(directory: string, ref: string): Promise<string | undefined> {
+  try {
+    const out = (await gitAt(directory).raw(['rev-parse', '--verify', '--quiet', ref])).trim();
+    return out === '' ? undefined : out;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads objects through one `git cat-file --batch`; missing ones are left out. */
+function catFileBatch(directory: string, objects: readonly string[]): Promise<Map<string, Buffer>> {
+  const unique = [...new Set(objects)];
+  if (unique.length === 0) return Promise.resolve(new Map());
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', ['cat-file', '--batch'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) {
+        reject(new GitError(`git cat-file --batch exited with ${code}: ${stderr.trim()}`));
+        return;
+      }
+      const buffer = Buffer.concat(chunks);
+      const result = new Map<string, Buffer>();
+      let offset = 0;
+      while (offset < buffer.length) {
+        const newline = buffer.indexOf(0x0a, offset);
+        if (newline < 0) break;
+        const header = buffer.subarray(offset, newline).toString('utf8').split(' ');
+        offset = newline + 1;
+        if (header[1] === 'missing' || header.length < 3) continue;
+        const size = Number(header[2]);
+        result.set(header[0], buffer.subarray(offset, offset + size));
+        offset += size + 1;
+      }
+      resolve(result);
+    });
+    child.stdin.end(`${unique.join('\n')}\n`);
+  });
+}
+
+function runWithInput(directory: string, args: readonly string[], input: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', args, { cwd: directory, stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new GitError(`git ${args[0]} failed: ${stderr.trim().split('\n').slice(-3).join(' ')}`))));
+    child.stdin.end(input);
+  });
+}
