@@ -18,6 +18,7 @@ const argv = await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley-su
   .option('workers', { alias: 'w', type: 'number', describe: 'Worker processes (SUPERVISOR_WORKERS, default 2)' })
   .option('scheduler', { type: 'boolean', describe: 'Run the scheduler child; --no-scheduler for extra hosts (SUPERVISOR_SCHEDULER)' })
   .option('worker-id-prefix', { type: 'string', describe: 'Prefix of worker ids, e.g. per host (SUPERVISOR_WORKER_ID_PREFIX, default worker)' })
+  .option('host-id', { type: 'string', describe: "This host's name among the experiment's hosts (LORELEY_HOST_ID, default the hostname)" })
   .option('drain-timeout', { type: 'number', describe: 'Seconds a draining worker may finish its job (SUPERVISOR_DRAIN_TIMEOUT_SECONDS)' })
   .option('exit-when-done', { type: 'boolean', describe: 'Drain and exit 0 when the scheduler reports the run finished' })
   .option('max-jobs', { type: 'number', describe: 'Job budget (SCHEDULER_MAX_TOTAL_JOBS)' })
@@ -42,6 +43,7 @@ const overrides = overridesFrom({
   SUPERVISOR_WORKERS: argv.workers,
   SUPERVISOR_SCHEDULER: argv.scheduler,
   SUPERVISOR_WORKER_ID_PREFIX: argv.workerIdPrefix,
+  LORELEY_HOST_ID: argv.hostId,
   SUPERVISOR_DRAIN_TIMEOUT_SECONDS: argv.drainTimeout,
   SUPERVISOR_EXIT_WHEN_DONE: argv.exitWhenDone,
   SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs,

@@ -25,6 +25,7 @@ export async function runSchedulerLoop(scheduler: EvolutionScheduler, options: S
   let ticks = 0;
   while (!options.signal.aborted) {
     const summary = await scheduler.tick();
+    await scheduler.publishNotes();
     ticks += 1;
     options.onTick?.(summary);
     if (await scheduler.isFinished()) {

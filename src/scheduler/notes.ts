@@ -14,7 +14,7 @@ export interface NotesResult {
 }
 
 /**
- * Stage 5, notes: the candidates ingested since the last tick, and the sampler's state, go into git
+ * After every tick: the candidates ingested since the last tick, and the sampler's state, go into git
  * notes on their commits (`refs/notes/loreley`) and are pushed to the remote: one `fast-import` and
  * one push per tick, whatever the number of jobs, and nothing on the workers' path. The scheduler
  * is the only writer while it holds its lock; notes a predecessor wrote are fetched and merged

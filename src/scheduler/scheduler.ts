@@ -34,7 +34,7 @@ export interface EvolutionSchedulerOptions {
 }
 
 /** The stages of a tick, in order; each is a file of its own (`ingest.ts`, `dispatch.ts`, ...). */
-export const STAGES = ['ingest', 'dispatch', 'reconcile', 'schedule', 'notes'] as const;
+export const STAGES = ['ingest', 'dispatch', 'reconcile', 'schedule'] as const;
 export type StageName = (typeof STAGES)[number];
 
 export interface StageReport {
@@ -52,8 +52,6 @@ export interface TickSummary {
   readonly dispatched: number;
   readonly reconciled: ReconcileResult;
   readonly scheduled: number;
-  /** Candidates whose git notes this tick wrote (and pushed). */
-  readonly noted: number;
   /** After the tick: pending + queued + running, the baseline included. */
   readonly unfinished: number;
   /** After the tick: evolution jobs in any status, what the budget counts. */
@@ -148,7 +146,7 @@ export class EvolutionScheduler {
     return scheduleStage(this.context, this.rootCommit);
   }
 
-  /** One pass of ingest → dispatch → reconcile → schedule → notes. */
+  /** One pass of ingest → dispatch → reconcile → schedule. */
   async tick(): Promise<TickSummary> {
     const { context } = this;
     const stages: StageReport[] = [];
@@ -168,7 +166,6 @@ export class EvolutionScheduler {
     const dispatched = await run('dispatch', () => dispatchStage(context), 0);
     const reconciled = await run('reconcile', () => reconcileStage(context), { checked: 0, failed: 0, resent: 0 });
     const scheduled = await run('schedule', () => this.scheduleIfHealthy(), 0);
-    const notes = await run('notes', () => this.notes.publish(), { noted: 0, pushed: false } as NotesResult);
     const [unfinished, evolutionJobs] = await Promise.all([
       countUnfinished(context.pool, this.experimentId).catch(() => -1),
       countEvolutionJobs(context.pool, this.experimentId).catch(() => -1),
@@ -181,12 +178,25 @@ export class EvolutionScheduler {
       dispatched,
       reconciled,
       scheduled,
-      noted: notes.noted,
       unfinished,
       evolutionJobs,
     };
     context.logger.info({ ...summary, stages: stages.map((s) => `${s.stage}:${s.ok ? 'ok' : 'failed'}:${s.ms}ms`) }, 'tick');
     return summary;
+  }
+
+  /**
+   * Writes and pushes the git notes of what was ingested since the last call (`notes.ts`); the loop
+   * calls it after every tick. A failure is logged and tried again next time, never thrown: the
+   * database stays the truth while the remote catches up.
+   */
+  async publishNotes(): Promise<NotesResult> {
+    try {
+      return await this.notes.publish();
+    } catch (error) {
+      this.context.logger.warn({ err: error }, `git notes not published (will try again after the next tick): ${errorMessage(error)}`);
+      return { noted: 0, pushed: false };
+    }
   }
 
   /** LORELEY_MAX_COST_USD is reached (`budget.ts`). */

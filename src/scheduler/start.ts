@@ -1,7 +1,9 @@
 import { ensureExperiment, recordExperimentRoot } from '../shared/db/experiments.ts';
+import { reopenExperiment } from '../shared/db/hosts.ts';
 import { findJobsByKind, insertJob } from '../shared/db/jobs.ts';
 import { ConfigurationError } from '../shared/errors.ts';
 import type { SchedulerContext } from './context.ts';
+import { experimentIsDone } from './finish.ts';
 import { notedCandidatesOnRemote } from './notes.ts';
 import { normalizeUrl } from './repository.ts';
 
@@ -54,6 +56,11 @@ export async function startExperiment(context: SchedulerContext): Promise<string
   }
 
   await context.archive.open();
+  // A finished experiment restarted with budget left is running again: extra hosts watching for
+  // the end (--exit-when-done without a scheduler) must not leave.
+  if (experiment.finishedAt && !(await experimentIsDone(context)) && (await reopenExperiment(pool, experimentId))) {
+    logger.info('the experiment was marked finished, but its budget is not spent: running again');
+  }
   const baselines = await findJobsByKind(pool, experimentId, 'baseline');
   const latest = baselines.at(-1);
   // A baseline that failed is tried again at the next start: the cause (the evaluator) may be fixed.

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import type { Pool } from './db/pool.ts';
 import { upsertWorker } from './db/workers.ts';
 import cluster from 'node:cluster';
@@ -69,7 +68,8 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   if (!databaseUrl) {
     throw new Error(`DATABASE_URL is not set: run 'loreley ${role}' under loreley-supervisor (which starts the embedded database) or point DATABASE_URL at a PostgreSQL server`);
   }
-  const host = os.hostname();
+  // The host id, not the machine's name: two supervisors on one machine are two hosts.
+  const host = settings.hostId;
   // One list for the log lines and for every stored row (artifacts, commit cards, last_error).
   const secrets = [...urlPasswords(databaseUrl), ...apiKeys(settings)];
   registerSecrets(secrets);

@@ -15,6 +15,7 @@ import { createNotifier, type ServiceNotifier } from './notify.ts';
 import { writeOutcome, writePidFile } from './reload-control.ts';
 import { changesNeedingRestart, childProcessEnv, readSettingsSnapshot, type SettingsSnapshot } from './reload-settings.ts';
 import { statusLine } from './status.ts';
+import { HostPresence } from './host-presence.ts';
 import { RunObserver } from './observer.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -130,7 +131,17 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     }
   }
 
+  let presence: HostPresence | undefined;
+  try {
+    presence = await HostPresence.claim({ url, settings, logger });
+  } catch (error) {
+    await stopDatabase();
+    log.flush();
+    throw error;
+  }
+
   if (stopRequested) {
+    await presence.close();
     await stopDatabase();
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
@@ -214,6 +225,14 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     if (settings.supervisor.exitWhenDone) supervisor.stop('the run is finished (--exit-when-done)');
     else logger.info({ summary }, 'the run is finished; the supervisor keeps running (use --exit-when-done to stop)');
   });
+  // A host whose scheduler is absent or a standby never hears `done`: it reads the end of the run
+  // from the database.
+  if (settings.supervisor.exitWhenDone) {
+    presence.watchFinished(
+      () => !settings.supervisor.scheduler || supervisor.view().some((slot) => slot.role === 'scheduler' && slot.state === 'standby'),
+      () => supervisor.stop('the run is finished (--exit-when-done)'),
+    );
+  }
   observer.startStatusLine(settings.supervisor.statusIntervalSeconds);
   // systemd's STATUS= line (`systemctl status`) follows the same interval as the log's status line.
   let statusTimer: NodeJS.Timeout | undefined;
@@ -231,6 +250,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   clearInterval(statusTimer);
   await observer.finish(stoppedWith !== 0 ? { kind: 'failed', code: stoppedWith } : finished || !signalled ? { kind: 'finished' } : { kind: 'stopped', signal: signalled });
   await lostJobs.close();
+  await presence.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   process.off('SIGHUP', onHangup);

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { defaultQueueName, resolveExperiment, type ExperimentIdentity } from '../experiment.ts';
 import { parseSize, type EnvReader } from './reader.ts';
@@ -39,12 +40,25 @@ export interface CoreSettings {
   readonly experiment: ExperimentIdentity;
   /** Where Loreley keeps local state: the embedded database, base clones, locks. */
   readonly dataDir: string;
+  /** This supervisor's name among the experiment's hosts (LORELEY_HOST_ID, default the hostname). */
+  readonly hostId: string;
   readonly database: DatabaseSettings;
   readonly logs: LogSettings;
   readonly queue: QueueSettings;
 }
 
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+function hostId(reader: EnvReader): string {
+  const value = reader.optionalString('LORELEY_HOST_ID');
+  if (value === undefined) return os.hostname();
+  if (!HOST_ID.test(value)) {
+    reader.problem('LORELEY_HOST_ID', `must be 1-63 letters, digits, '.', '_' or '-' (got ${JSON.stringify(value)})`);
+    return os.hostname();
+  }
+  return value;
+}
 const PLACEHOLDER_EXPERIMENT = resolveExperiment('unset');
 
 function experimentFrom(reader: EnvReader): ExperimentIdentity {
@@ -84,6 +98,7 @@ function databaseUrl(reader: EnvReader): string | undefined {
 export function readCoreSettings(reader: EnvReader, cwd: string): CoreSettings {
   const experiment = experimentFrom(reader);
   const dataDir = path.resolve(cwd, reader.string('LORELEY_DATA_DIR', '.loreley'));
+  const host = hostId(reader);
   const database: DatabaseSettings = {
     url: databaseUrl(reader),
     schema: identifier(reader, 'DATABASE_SCHEMA', 'loreley'),
@@ -119,5 +134,5 @@ export function readCoreSettings(reader: EnvReader, cwd: string): CoreSettings {
     pollingIntervalSeconds: reader.float('TASKS_POLLING_INTERVAL_SECONDS', 2, { min: 0.5 }),
   };
 
-  return { experiment, dataDir, database, logs, queue };
+  return { experiment, dataDir, hostId: host, database, logs, queue };
 }
