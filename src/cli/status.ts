@@ -4,7 +4,10 @@ import { createPool, PG_UNDEFINED_TABLE, pgErrorCode } from '../shared/db/pool.t
 import { getMetrics } from '../shared/db/results.ts';
 import { bestByMetric, jobCounts } from '../shared/db/status.ts';
 import { usageTotals, type UsageTotals } from '../shared/db/usage.ts';
+import { listHosts } from '../shared/db/hosts.ts';
+import { databaseNow } from '../shared/db/notes.ts';
 import { listWorkers } from '../shared/db/workers.ts';
+import { formatProcesses } from './status-hosts.ts';
 import { embeddedDatabaseDirectory, NoEmbeddedCluster, openEmbeddedForReading } from '../shared/embedded-database.ts';
 import { UserError } from '../shared/errors.ts';
 import type { ReadOnlySettings } from '../shared/settings/index.ts';
@@ -13,13 +16,6 @@ import type { ReadOnlySettings } from '../shared/settings/index.ts';
  * `loreley status`: one screen about an experiment, read from the database: jobs by status,
  * the best commit, and every process that reported in.
  */
-
-function age(from: Date, now: Date): string {
-  const seconds = Math.max(0, Math.round((now.getTime() - from.getTime()) / 1000));
-  if (seconds < 120) return `${seconds}s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
-  return `${Math.round(seconds / 3600)}h`;
-}
 
 /**
  * What `loreley status --json` prints: the one documented shape (README "During and after a run").
@@ -38,7 +34,14 @@ export interface StatusReport {
     readonly host: string; readonly workerId: string; readonly role: string; readonly pid: number; readonly state: string;
     readonly currentJobId: string | null; readonly lastHeartbeat: string; readonly startedAt: string;
   }>;
+  /** One row per supervisor (host id), when the experiment has several hosts or one supervisor. */
+  readonly hosts: ReadonlyArray<{
+    readonly host: string; readonly machine: string; readonly pid: number; readonly state: string; readonly workers: number;
+    readonly scheduler: boolean; readonly lastHeartbeat: string; readonly startedAt: string;
+  }>;
   readonly usage: UsageTotals & { readonly maxCostUsd: number | null };
+  /** The database's clock when this was read: ages are measured against it, not this host's clock. */
+  readonly now: string;
   /** Where the numbers came from: DATABASE_URL, a running supervisor's embedded server, or one started for this command. */
   readonly database: 'url' | 'embedded-running' | 'embedded-started';
 }
@@ -54,12 +57,15 @@ export async function collectStatus(settings: ReadOnlySettings, url: string, dat
     });
     if (!experiment) throw new UserError(`experiment ${settings.experiment.raw} (${experimentId}) has no data in this database yet`);
     const fitness = settings.archive.fitnessMetric;
-    const [statuses, counts, best, workers, usage] = await Promise.all([
+    const [statuses, counts, best, workers, usage, hosts, now] = await Promise.all([
       countByStatus(pool, experimentId),
       jobCounts(pool, experimentId),
       bestByMetric(pool, experimentId, fitness, settings.archive.fitnessHigherIsBetter),
       listWorkers(pool, experimentId),
       usageTotals(pool, experimentId),
+      // A database from before the hosts table: no host rows to show.
+      listHosts(pool, experimentId).catch(() => []),
+      databaseNow(pool),
     ]);
     const rootMetrics = experiment.rootCommit ? await getMetrics(pool, experimentId, experiment.rootCommit) : [];
     const baseline = rootMetrics.find((metric) => metric.name === fitness)?.value ?? null;
@@ -71,7 +77,12 @@ export async function collectStatus(settings: ReadOnlySettings, url: string, dat
         host: w.host, workerId: w.workerId, role: w.role, pid: w.pid, state: w.state, currentJobId: w.currentJobId,
         lastHeartbeat: w.lastHeartbeat.toISOString(), startedAt: w.startedAt.toISOString(),
       })),
+      hosts: hosts.map((h) => ({
+        host: h.host, machine: h.machine, pid: h.pid, state: h.state, workers: h.workers, scheduler: h.scheduler,
+        lastHeartbeat: h.lastHeartbeat.toISOString(), startedAt: h.startedAt.toISOString(),
+      })),
       usage: { ...usage, maxCostUsd: settings.agent.maxCostUsd ?? null },
+      now: now.toISOString(),
       database,
     };
   } finally {
@@ -86,7 +97,8 @@ function usageLine(usage: UsageTotals & { maxCostUsd: number | null }): string {
   return `models      ${usage.calls} calls (${usage.failedCalls} failed), ${usage.promptTokens} prompt + ${usage.completionTokens} completion tokens, $${usage.costUsd.toFixed(4)}${budget} [${models}]`;
 }
 
-export function formatStatus(status: StatusReport, now = new Date()): string {
+/** `now` defaults to the database's clock at collection, so ages are right whatever this host's clock says. */
+export function formatStatus(status: StatusReport, now: Date = status.now ? new Date(status.now) : new Date()): string {
   const { experiment, jobs, fitness, workers } = status;
   const lines = [
     `experiment  ${experiment.slug} (${experiment.namespace})${experiment.finishedAt ? `, finished ${experiment.finishedAt}` : ''}`,
@@ -96,10 +108,7 @@ export function formatStatus(status: StatusReport, now = new Date()): string {
     usageLine(status.usage),
     'processes',
   ];
-  for (const w of workers) {
-    lines.push(`  ${w.host}/${w.workerId.padEnd(16)} ${w.role.padEnd(9)} pid ${String(w.pid).padEnd(7)} ${w.state.padEnd(8)} ${w.currentJobId ? `job ${w.currentJobId.slice(0, 8)} ` : ''}seen ${age(new Date(w.lastHeartbeat), now)} ago`);
-  }
-  if (workers.length === 0) lines.push('  (none reported yet)');
+  lines.push(...formatProcesses(workers, status.hosts ?? [], now));
   return `${lines.join('\n')}\n`;
 }
 

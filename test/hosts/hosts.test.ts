@@ -49,11 +49,16 @@ const RUN_ENV = {
   SCHEDULER_LOCK_POLL_SECONDS: '0.5',
   SCHEDULER_MAX_UNFINISHED_JOBS: '4',
   MAPELITES_FITNESS_METRIC: 'lines',
-  MAPELITES_ARCHIVE_CELLS_PER_DIM: '2',
+  // A cell per lineage depth (the agent adds a line per generation), so every depth's first
+  // commit, whichever host made it, stays an elite to build on.
+  MAPELITES_BEHAVIOR_DESCRIPTOR: 'metrics',
+  MAPELITES_FEATURE_DIMENSIONS: 'lines:0:32',
+  MAPELITES_ARCHIVE_CELLS_PER_DIM: '32',
 };
 
 interface JobRow {
   id: string;
+  last_error: string | null;
   worker_host: string | null;
   base_commit: string;
   result_commit: string | null;
@@ -62,7 +67,7 @@ interface JobRow {
 
 async function jobs(pool: pg.Pool, experimentId: string): Promise<JobRow[]> {
   const { rows } = await pool.query<JobRow>(
-    `SELECT id, worker_host, base_commit, result_commit, status FROM loreley.evolution_jobs WHERE experiment_id = $1 AND kind = 'evolution'`,
+    `SELECT id, worker_host, base_commit, result_commit, status, last_error FROM loreley.evolution_jobs WHERE experiment_id = $1 AND kind = 'evolution'`,
     [experimentId],
   );
   return rows;
@@ -108,7 +113,8 @@ describe('two hosts, one database, one remote', () => {
       const byHost = (name: string) => all.filter((job) => job.worker_host === name);
       assert.ok(byHost('host-a').length > 0 && byHost('host-b').length > 0, 'both hosts took jobs');
       const madeBy = new Map(all.filter((job) => job.result_commit).map((job) => [job.result_commit!, job.worker_host]));
-      assert.ok(all.some((job) => job.worker_host === 'host-a' && madeBy.get(job.base_commit) === 'host-b'), 'host-a worked from a commit host-b pushed');
+      const lineage = JSON.stringify(all.map((job) => [job.worker_host, madeBy.get(job.base_commit) ?? 'root']));
+      assert.ok(all.some((job) => job.worker_host === 'host-a' && madeBy.get(job.base_commit) === 'host-b'), `host-a worked from a commit host-b pushed: ${lineage}`);
       assert.ok(all.some((job) => job.worker_host === 'host-b' && madeBy.get(job.base_commit) === 'host-a'), 'host-b worked from a commit host-a pushed');
       const { rows: hostRows } = await pool.query(`SELECT host, state FROM loreley.hosts WHERE experiment_id = $1 ORDER BY host`, [experimentId]);
       assert.deepEqual(hostRows, [{ host: 'host-a', state: 'stopped' }, { host: 'host-b', state: 'stopped' }]);
@@ -161,7 +167,7 @@ describe('two hosts, one database, one remote', () => {
       assert.equal(exitB.code, 0, second.stderr().slice(-3000));
       const all = await jobs(pool, experimentId);
       assert.equal(all.length, 16);
-      assert.ok(all.every((job) => job.status === 'succeeded'), JSON.stringify(all.map((job) => job.status)));
+      assert.ok(all.every((job) => job.status === 'succeeded'), JSON.stringify(all.map((job) => [job.status, job.worker_host, job.last_error])));
       const { rows } = await pool.query('SELECT finished_at FROM loreley.experiments WHERE id = $1', [experimentId]);
       assert.ok(rows[0].finished_at);
     } finally {
