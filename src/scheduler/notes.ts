@@ -1,7 +1,7 @@
 import { getArchiveState } from '../shared/db/archive.ts';
 import { databaseNow, listUnnoted, markNoted, type UnnotedCandidate } from '../shared/db/notes.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { fetchNotes, pushNotes, readNotes, writeNotes } from '../shared/notes.ts';
+import { fetchNotes, missingCommits, pushNotes, readNotes, writeNotes } from '../shared/notes.ts';
 import type { SchedulerContext } from './context.ts';
 import { experimentRecords, mergeNote, NOTE_VERSION, type CandidateRecord, type StateRecord } from './notes-record.ts';
 
@@ -35,7 +35,7 @@ export class NotesPublisher {
 
   async publish(): Promise<NotesResult> {
     const { pool, experimentId, settings, repository, logger } = this.context;
-    const candidates = await listUnnoted(pool, experimentId, NOTES_PER_TICK);
+    let candidates = await listUnnoted(pool, experimentId, NOTES_PER_TICK);
     const archiveState = await getArchiveState(pool, experimentId);
     const stateKey = archiveState ? `${archiveState.ingestions}:${archiveState.rngState}:${archiveState.nextIsland}` : undefined;
     if (candidates.length === 0 && stateKey === this.lastState) return { noted: 0, pushed: false };
@@ -59,6 +59,17 @@ export class NotesPublisher {
       };
       stateLine = JSON.stringify(state);
       add(root, stateLine);
+    }
+    // A note needs its commit here: fetch what workers pushed since (the metrics descriptor never
+    // reads commits); a commit that cannot be had is left for a later tick.
+    const missing = await missingCommits(directory, [...lines.keys()]);
+    if (missing.length > 0) {
+      for (const commit of missing) await repository.ensureCommit(commit).catch(() => undefined);
+      for (const commit of await missingCommits(directory, missing)) {
+        lines.delete(commit);
+        candidates = candidates.filter((candidate) => (candidate.resultCommit ?? candidate.baseCommit) !== commit);
+        logger.warn({ commit }, 'commit not found in the scheduler clone: its git note waits for the next tick');
+      }
     }
     const existing = await readNotes(directory, new Set(lines.keys()));
     const notes = new Map<string, string>();

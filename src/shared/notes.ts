@@ -118,6 +118,22 @@ export async function pushNotes(directory: string, remote = 'origin'): Promise<v
   }
 }
 
+/** Which of `commits` this repository lacks, from one `git cat-file --batch-check`. */
+export async function missingCommits(directory: string, commits: readonly string[]): Promise<string[]> {
+  const unique = [...new Set(commits)];
+  if (unique.length === 0) return [];
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('git', ['cat-file', '--batch-check'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new GitError(`git cat-file --batch-check exited with ${code}`))));
+    child.stdin.end(`${unique.join('\n')}\n`);
+  });
+  const present = new Set(out.split('\n').filter((line) => / commit \d+$/.test(line)).map((line) => line.split(' ')[0]));
+  return unique.filter((commit) => !present.has(commit));
+}
+
 async function resolveRef(directory: string, ref: string): Promise<string | undefined> {
   try {
     const out = (await gitAt(directory).raw(['rev-parse', '--verify', '--quiet', ref])).trim();

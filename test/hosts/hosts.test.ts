@@ -75,20 +75,49 @@ async function jobs(pool: pg.Pool, experimentId: string): Promise<JobRow[]> {
 
 describe('two hosts, one database, one remote', () => {
   test('a host without a scheduler: both take jobs, each builds on the other\'s commits, status groups them, and --exit-when-done ends both', async () => {
-    const fixture = await createFixture({ experimentId: 'two-hosts', env: { ...RUN_ENV, SCHEDULER_MAX_TOTAL_JOBS: '24' } });
+    // One cell: the archive's single elite is the deepest commit, so every job builds on whichever
+    // host made it. Pausing one host's workers (SIGSTOP) while the other works makes "each host
+    // works from a commit the other pushed" certain instead of likely.
+    const fixture = await createFixture({ experimentId: 'two-hosts', env: { ...RUN_ENV, MAPELITES_ARCHIVE_CELLS_PER_DIM: '1', SCHEDULER_MAX_TOTAL_JOBS: '30' } });
     const experimentId = fixtureSettings(fixture).experiment.uuid;
     const pool = new pg.Pool({ connectionString: fixture.databaseUrl, max: 2 });
+    const paused: number[] = [];
     try {
       const a = host(fixture, 'host-a');
       const b = host(fixture, 'host-b');
+      const eliteHost = async () => {
+        const { rows } = await pool.query(
+          `SELECT j.worker_host FROM loreley.archive_elites e JOIN loreley.evolution_jobs j ON j.id = e.job_id WHERE e.experiment_id = $1 AND j.kind = 'evolution'`,
+          [experimentId],
+        );
+        return rows[0]?.worker_host as string | undefined;
+      };
+      const workerPids = async (name: string) =>
+        (await pool.query(`SELECT pid FROM loreley.workers WHERE experiment_id = $1 AND host = $2 AND role = 'worker'`, [experimentId, name])).rows.map((row) => row.pid as number);
+      const builtOn = async (worker: string, maker: string) => {
+        const { rows } = await pool.query(
+          `SELECT 1 FROM loreley.evolution_jobs j JOIN loreley.evolution_jobs p ON p.result_commit = j.base_commit AND p.experiment_id = j.experiment_id
+            WHERE j.experiment_id = $1 AND j.status = 'succeeded' AND j.worker_host = $2 AND p.worker_host = $3 LIMIT 1`,
+          [experimentId, worker, maker],
+        );
+        return rows.length > 0;
+      };
+      /** Pauses `idle`'s workers until `busy` has built on `maker`'s commit and holds the elite. */
+      const handOver = async (idle: string, busy: string, maker: string, watch: Spawned) => {
+        const pids = await workerPids(idle);
+        for (const pid of pids) process.kill(pid, 'SIGSTOP');
+        paused.push(...pids);
+        await waitFor(`${busy} building on ${maker}'s commit`, async () => (await builtOn(busy, maker)) && (await eliteHost()) === busy, 120_000, 100, watch);
+        for (const pid of pids) process.kill(pid, 'SIGCONT');
+        paused.length = 0;
+      };
+
       const first = start(a, ['--exit-when-done']);
+      await waitFor('host-a holding the elite', async () => (await eliteHost()) === 'host-a', 120_000, 100, first);
       const second = start(b, ['--no-scheduler', '--exit-when-done']);
+      await waitFor('host-b workers up', async () => (await workerPids('host-b')).length === 2, 60_000, 100, second);
 
       // Both hosts' processes reported in: status shows them grouped by host.
-      await waitFor('both hosts busy', async () => {
-        const { rows } = await pool.query(`SELECT DISTINCT worker_host FROM loreley.evolution_jobs WHERE experiment_id = $1 AND worker_host IS NOT NULL`, [experimentId]);
-        return rows.length === 2;
-      }, 120_000, 200, second);
       const status = spawnLoreley(['status'], { env: b.env, cwd: b.dir });
       assert.equal((await status.waitExit(30_000)).code, 0, status.stderr());
       const lines = status.stdout().trimEnd().split('\n');
@@ -101,6 +130,9 @@ describe('two hosts, one database, one remote', () => {
       assert.deepEqual(groupA.map((line) => line.trim().split(/\s+/)[0]), ['host-a/host-a-w0001', 'host-a/host-a-w0002', 'host-a/scheduler0001']);
       assert.deepEqual(groupB.map((line) => line.trim().split(/\s+/)[0]), ['host-b/host-b-w0001', 'host-b/host-b-w0002']);
 
+      await handOver('host-a', 'host-b', 'host-a', first);
+      await handOver('host-b', 'host-a', 'host-b', first);
+
       // The scheduler's host finishes the run; the host without one learns it from the database.
       const exitA = await first.waitExit(240_000);
       assert.equal(exitA.code, 0, first.stderr().slice(-3000));
@@ -109,16 +141,25 @@ describe('two hosts, one database, one remote', () => {
       assert.match(second.stderr(), /the run is finished \(--exit-when-done\)/);
 
       const all = await jobs(pool, experimentId);
-      assert.equal(all.length, 24);
+      assert.equal(all.length, 30);
+      assert.ok(all.every((job) => job.status === 'succeeded'), JSON.stringify(all.map((job) => [job.status, job.worker_host, job.last_error])));
       const byHost = (name: string) => all.filter((job) => job.worker_host === name);
       assert.ok(byHost('host-a').length > 0 && byHost('host-b').length > 0, 'both hosts took jobs');
-      const madeBy = new Map(all.filter((job) => job.result_commit).map((job) => [job.result_commit!, job.worker_host]));
-      const lineage = JSON.stringify(all.map((job) => [job.worker_host, madeBy.get(job.base_commit) ?? 'root']));
-      assert.ok(all.some((job) => job.worker_host === 'host-a' && madeBy.get(job.base_commit) === 'host-b'), `host-a worked from a commit host-b pushed: ${lineage}`);
-      assert.ok(all.some((job) => job.worker_host === 'host-b' && madeBy.get(job.base_commit) === 'host-a'), 'host-b worked from a commit host-a pushed');
+      const { rows: unnoted } = await pool.query(
+        `SELECT count(*)::int AS n FROM loreley.evolution_jobs WHERE experiment_id = $1 AND ingestion_status IN ('ingested', 'rejected') AND noted_at IS NULL`,
+        [experimentId],
+      );
+      assert.equal(unnoted[0].n, 0, "every candidate's git note is on the remote, wherever its commit was made");
       const { rows: hostRows } = await pool.query(`SELECT host, state FROM loreley.hosts WHERE experiment_id = $1 ORDER BY host`, [experimentId]);
       assert.deepEqual(hostRows, [{ host: 'host-a', state: 'stopped' }, { host: 'host-b', state: 'stopped' }]);
     } finally {
+      for (const pid of paused) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // Gone.
+        }
+      }
       killAllSpawned();
       await pool.end();
     }
