@@ -45,6 +45,9 @@ export async function runRebuild(settings: Settings, options: RebuildCommandOpti
     url = embedded.url;
   }
   const pool = createPool({ url, settings: settings.database, applicationName: 'loreley-rebuild', max: 2 });
+  // The replay commits once per candidate, as ingestion does; waiting for each WAL flush would make
+  // it disk-bound. A crash mid-rebuild loses nothing that a second `rebuild --force` cannot redo.
+  pool.on('connect', (client) => void client.query('SET synchronous_commit = off').catch(() => undefined));
   try {
     await migrate(pool, settings.database.schema);
     const footprint = await experimentFootprint(pool, settings.experiment.uuid);

@@ -69,11 +69,16 @@ test(`loreley rebuild of ${CANDIDATES} candidates from the remote's notes alone:
     const url = await createTestDatabase();
     const lost = fixture.settingsWith({ DATABASE_URL: url, WORKER_REPO_WORKTREE: path.join(tempDir('loreley-rebuilt-'), 'clone') });
     let output = '';
-    const out = new Writable({ write(chunk, _encoding, done) { output += chunk; done(); } });
     const started = performance.now();
+    const out = new Writable({
+      write(chunk, _encoding, done) {
+        output += `${Math.round(performance.now() - started)} ms ${chunk}`;
+        done();
+      },
+    });
     await runRebuild(lost, { force: false, yes: false, out });
     const seconds = (performance.now() - started) / 1000;
-    process.stdout.write(`ℹ rebuild of ${CANDIDATES} candidates: ${seconds.toFixed(2)} s (clone, fetch, read notes, restore, replay)\n`);
+    process.stdout.write(`ℹ rebuild of ${CANDIDATES} candidates: ${seconds.toFixed(2)} s (clone, fetch, read notes, restore, replay)\n${output.replace(/^/gm, 'ℹ   ')}\n`);
     assert.match(output, new RegExp(`replayed ${CANDIDATES}/${CANDIDATES} ingestions`));
     const rebuilt = await openExperimentDatabase({ settings: lost, applicationName: 'loreley-test', supervise: false });
     try {
