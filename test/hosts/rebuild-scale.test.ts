@@ -80,6 +80,14 @@ test(`loreley rebuild of ${CANDIDATES} candidates from the remote's notes alone:
     const seconds = (performance.now() - started) / 1000;
     process.stdout.write(`ℹ rebuild of ${CANDIDATES} candidates: ${seconds.toFixed(2)} s (clone, fetch, read notes, restore, replay)\n${output.replace(/^/gm, 'ℹ   ')}\n`);
     assert.match(output, new RegExp(`replayed ${CANDIDATES}/${CANDIDATES} ingestions`));
+    // Over a database that holds the experiment: --force asks, and a wrong answer changes nothing.
+    let asked = '';
+    await assert.rejects(
+      runRebuild(lost, { force: true, yes: false, out, confirm: async (question) => ((asked = question), 'no') }),
+      /not confirmed: nothing changed/,
+    );
+    assert.match(asked, /already holds experiment scheduler-test \(1000 jobs, \d+ elites\)\. Stop every supervisor of it first\. Type the experiment id \(scheduler-test\)/);
+    await assert.rejects(runRebuild(lost, { force: false, yes: false, out }), /already holds experiment scheduler-test .*'loreley rebuild --force' replaces it/);
     const rebuilt = await openExperimentDatabase({ settings: lost, applicationName: 'loreley-test', supervise: false });
     try {
       assert.deepEqual(await elites(rebuilt.pool), before);
