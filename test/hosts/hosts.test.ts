@@ -51,6 +51,7 @@ const RUN_ENV = {
   MAPELITES_FITNESS_METRIC: 'lines',
   // A cell per lineage depth (the agent adds a line per generation), so every depth's first
   // commit, whichever host made it, stays an elite to build on.
+  MAPELITES_ARCHIVE_TYPE: 'grid',
   MAPELITES_BEHAVIOR_DESCRIPTOR: 'metrics',
   MAPELITES_FEATURE_DIMENSIONS: 'lines:0:32',
   MAPELITES_ARCHIVE_CELLS_PER_DIM: '32',
