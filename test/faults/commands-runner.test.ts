@@ -91,7 +91,7 @@ for (const { name, containment, why } of mechanisms) {
       await waitFor(`sleep ${inner} to be gone`, () => !leftAlive(inner), 3000);
     });
 
-    test(`a setsid child holding stdout neither delays the result nor ${escapesGroup ? '(by group alone) dies: the fallback’s known limit' : 'outlives the command'}`, async () => {
+    test(`a setsid child holding stdout neither delays the result nor ${escapesGroup ? 'is waited for (the process-group fallback cannot promise it dies)' : 'outlives the command'}`, async (t) => {
       const daemon = marker();
       leftovers.push(daemon);
       const result = await run(c, `setsid sleep ${daemon} & echo done`, { timeoutMs: 30_000 });
@@ -100,7 +100,10 @@ for (const { name, containment, why } of mechanisms) {
       assert.match(result.stdout, /done/);
       assert.ok(result.durationMs < 3000, `returned after ${Math.round(result.durationMs)} ms although its stdout is still open`);
       if (escapesGroup) {
-        assert.ok(leftAlive(daemon), 'without a PID namespace the setsid child survives (the start-up warning says so)');
+        // The fallback's known limit, not a promise: a child that called setsid() before the group
+        // was killed survives it (the start-up warning says so); one killed before it got there does
+        // not. Which one happens is a race, so it is reported, not asserted.
+        t.diagnostic(`process-group fallback: the setsid child ${leftAlive(daemon) ? 'survived the command' : 'was killed with the group before it left'}`);
       } else {
         await waitFor(`the setsid child (sleep ${daemon}) to die with the command`, () => !leftAlive(daemon), 3000);
       }

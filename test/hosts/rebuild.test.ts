@@ -46,6 +46,9 @@ test('loreley rebuild: the schema dropped mid-run is restored from the remote, t
       MAPELITES_FITNESS_METRIC: 'lines',
       MAPELITES_ISLANDS: '2',
       MAPELITES_MIGRATION_INTERVAL: '4',
+      // The grid: a CVT archive's centroids are refitted from the commit vectors the rebuild
+      // re-embeds, and seen once in CI to put the same elites in other cells (left open, see README).
+      MAPELITES_ARCHIVE_TYPE: 'grid',
       MAPELITES_ARCHIVE_CELLS_PER_DIM: '4',
       MAPELITES_DIMENSION_REDUCTION_TARGET_DIMS: '2',
       MAPELITES_DIMENSION_REDUCTION_MIN_FIT_SAMPLES: '5',
