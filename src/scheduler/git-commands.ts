@@ -55,41 +55,6 @@ export async function diffTree(directory: string, from: string, to: string): Pro
   return entries;
 }
 
-/** Reads many blobs through one `git cat-file --batch`; a missing blob is left out. */
-export function readBlobs(directory: string, blobs: readonly string[]): Promise<Map<string, Buffer>> {
-  const unique = [...new Set(blobs)];
-  if (unique.length === 0) return Promise.resolve(new Map());
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', ['cat-file', '--batch'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'] });
-    const chunks: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) {
-        reject(new Error(`git cat-file --batch exited with ${code}: ${stderr.trim()}`));
-        return;
-      }
-      const buffer = Buffer.concat(chunks);
-      const result = new Map<string, Buffer>();
-      let offset = 0;
-      while (offset < buffer.length) {
-        const newline = buffer.indexOf(0x0a, offset);
-        if (newline < 0) break;
-        const header = buffer.subarray(offset, newline).toString('utf8').split(' ');
-        offset = newline + 1;
-        if (header[1] === 'missing' || header.length < 3) continue;
-        const size = Number(header[2]);
-        if (header[1] === 'blob') result.set(header[0], buffer.subarray(offset, offset + size));
-        offset += size + 1;
-      }
-      resolve(result);
-    });
-    child.stdin.end(`${unique.join('\n')}\n`);
-  });
-}
-
 /** Sizes of blobs by hash, for the size cap on files a diff touches. */
 export async function blobSizes(directory: string, blobs: readonly string[]): Promise<Map<string, number>> {
   const unique = [...new Set(blobs)].filter((blob) => blob !== NULL_BLOB);

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -266,3 +266,41 @@ export async function pushBranch(directory: string, branch: string, commit: stri
   await gitAt(directory).raw(['push', '--quiet', '--force', 'origin', `${commit}:refs/heads/${branch}`]);
 }
 
+
+/**
+ * Reads many objects through one `git cat-file --batch` (one process however many): a thousand
+ * notes or file blobs in one round trip. Missing objects are left out of the map.
+ */
+export function readObjects(directory: string, objects: readonly string[]): Promise<Map<string, Buffer>> {
+  const unique = [...new Set(objects)];
+  if (unique.length === 0) return Promise.resolve(new Map());
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', [...SAFE_CONFIG, 'cat-file', '--batch'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: gitEnvironment() });
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) {
+        reject(new GitError(`git cat-file --batch exited with ${code}: ${stderr.trim()}`));
+        return;
+      }
+      const buffer = Buffer.concat(chunks);
+      const result = new Map<string, Buffer>();
+      let offset = 0;
+      while (offset < buffer.length) {
+        const newline = buffer.indexOf(0x0a, offset);
+        if (newline < 0) break;
+        const header = buffer.subarray(offset, newline).toString('utf8').split(' ');
+        offset = newline + 1;
+        if (header[1] === 'missing' || header.length < 3) continue;
+        const size = Number(header[2]);
+        result.set(header[0], buffer.subarray(offset, offset + size));
+        offset += size + 1;
+      }
+      resolve(result);
+    });
+    child.stdin.end(`${unique.join('\n')}\n`);
+  });
+}

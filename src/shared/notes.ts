@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { gitAt, GitError } from './git.ts';
+import { gitAt, gitEnvironment, GitError, readObjects, SAFE_CONFIG } from './git.ts';
 
 /**
  * Git notes under `refs/notes/loreley`: the experiment's record travelling with its commits, so a
@@ -36,7 +36,7 @@ export async function readNotes(directory: string, only?: ReadonlySet<string>): 
     const [blob, commit] = line.trim().split(/\s+/);
     if (blob && commit && (!only || only.has(commit))) pairs.push({ blob, commit });
   }
-  const blobs = await catFileBatch(directory, pairs.map((pair) => pair.blob));
+  const blobs = await readObjects(directory, pairs.map((pair) => pair.blob));
   const notes = new Map<string, string>();
   for (const { blob, commit } of pairs) {
     const content = blobs.get(blob);
@@ -123,7 +123,7 @@ export async function missingCommits(directory: string, commits: readonly string
   const unique = [...new Set(commits)];
   if (unique.length === 0) return [];
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn('git', ['cat-file', '--batch-check'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
+    const child = spawn('git', [...SAFE_CONFIG, 'cat-file', '--batch-check'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: gitEnvironment() });
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.on('error', reject);
@@ -143,44 +143,9 @@ async function resolveRef(directory: string, ref: string): Promise<string | unde
   }
 }
 
-/** Reads objects through one `git cat-file --batch`; missing ones are left out. */
-function catFileBatch(directory: string, objects: readonly string[]): Promise<Map<string, Buffer>> {
-  const unique = [...new Set(objects)];
-  if (unique.length === 0) return Promise.resolve(new Map());
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', ['cat-file', '--batch'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
-    const chunks: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) {
-        reject(new GitError(`git cat-file --batch exited with ${code}: ${stderr.trim()}`));
-        return;
-      }
-      const buffer = Buffer.concat(chunks);
-      const result = new Map<string, Buffer>();
-      let offset = 0;
-      while (offset < buffer.length) {
-        const newline = buffer.indexOf(0x0a, offset);
-        if (newline < 0) break;
-        const header = buffer.subarray(offset, newline).toString('utf8').split(' ');
-        offset = newline + 1;
-        if (header[1] === 'missing' || header.length < 3) continue;
-        const size = Number(header[2]);
-        result.set(header[0], buffer.subarray(offset, offset + size));
-        offset += size + 1;
-      }
-      resolve(result);
-    });
-    child.stdin.end(`${unique.join('\n')}\n`);
-  });
-}
-
 function runWithInput(directory: string, args: readonly string[], input: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', args, { cwd: directory, stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0' } });
+    const child = spawn('git', [...SAFE_CONFIG, ...args], { cwd: directory, stdio: ['pipe', 'ignore', 'pipe'], env: gitEnvironment() });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('error', reject);

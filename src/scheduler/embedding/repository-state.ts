@@ -2,7 +2,8 @@ import path from 'node:path';
 import { getCommitEmbedding, getFileEmbeddings, putCommitEmbedding, putFileEmbeddings, type CommitEmbedding } from '../../shared/db/archive.ts';
 import type { Queryable } from '../../shared/db/pool.ts';
 import type { EmbeddingSettings } from '../../shared/settings/archive.ts';
-import { diffTree, listTree, NULL_BLOB, readBlobs, readFileAt, blobSizes } from '../git-commands.ts';
+import { readObjects } from '../../shared/git.ts';
+import { diffTree, listTree, NULL_BLOB, readFileAt, blobSizes } from '../git-commands.ts';
 import { l2Normalize, type FileEmbedder } from './embedder.ts';
 import { IGNORE_FILES, IgnoreRules } from './ignore.ts';
 
@@ -121,7 +122,7 @@ export class RepositoryStateEmbedding {
     const known = await getFileEmbeddings(this.db, this.embedder.id, unique);
     const missing = unique.filter((blob) => !known.has(blob));
     if (missing.length === 0) return known;
-    const contents = await readBlobs(this.repository, missing);
+    const contents = await readObjects(this.repository, missing);
     const texts: string[] = [];
     const textBlobs: string[] = [];
     const fresh = new Map<string, number[]>();
