@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { archiveScale } from './archive-scale.ts';
+import { embedding } from './embedding.ts';
 import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
 import { jobOverhead } from './job-overhead.ts';
@@ -15,7 +16,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale, queueScale];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale, queueScale, embedding];
 
 function usage(): string {
   return [

@@ -80,6 +80,8 @@ describe('repository-state embedding', () => {
     const full = await state('22222222-2222-2222-2222-222222222222').embedding(child);
     assert.equal(full.fileCount, childEmbedding.fileCount);
     full.vectorSum.forEach((value, i) => assert.ok(Math.abs(value - childEmbedding.vectorSum[i]) < 1e-9));
+    // Exactly, not just closely: file vectors are on a 2^-24 grid, so no rounding depends on the path.
+    assert.deepEqual(full.vectorSum, childEmbedding.vectorSum);
     assert.notDeepEqual(await incremental.vector(child), await incremental.vector(fixture.rootCommit));
   });
 

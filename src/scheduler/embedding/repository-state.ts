@@ -1,10 +1,10 @@
 import path from 'node:path';
-import { getCommitEmbedding, getFileEmbeddings, putCommitEmbedding, putFileEmbeddings, type CommitEmbedding } from '../../shared/db/archive.ts';
+import { getCommitEmbedding, putCommitEmbedding, type CommitEmbedding } from '../../shared/db/archive.ts';
+import { getFileEmbeddings, putFileEmbeddings } from '../../shared/db/embeddings.ts';
 import type { Queryable } from '../../shared/db/pool.ts';
 import type { EmbeddingSettings } from '../../shared/settings/archive.ts';
-import { readObjects } from '../../shared/git.ts';
-import { diffTree, listTree, NULL_BLOB, readFileAt, blobSizes } from '../git-commands.ts';
 import { l2Normalize, type FileEmbedder } from './embedder.ts';
+import { GitObjects, NULL_OID, regular } from './git-objects.ts';
 import { IGNORE_FILES, IgnoreRules } from './ignore.ts';
 
 /**
@@ -17,6 +17,10 @@ import { IGNORE_FILES, IgnoreRules } from './ignore.ts';
  * files the diff removed or changed plus the new versions: only changed files are embedded.
  * A diff that touches an ignore file changes eligibility everywhere, so that commit is recomputed
  * from its whole tree.
+ *
+ * File vectors are kept on a grid of 2^-24 (see `onGrid`), so sums are exact: a commit's sum is
+ * the same bits whether computed from its tree or from its parent's by the diff, in any order and
+ * whatever was cached, and a rebuild's replay describes every commit exactly as the run did.
  */
 export class RepositoryStateEmbedding {
   private readonly db: Queryable;
@@ -24,6 +28,7 @@ export class RepositoryStateEmbedding {
   private readonly repository: string;
   private readonly embedder: FileEmbedder;
   private readonly settings: EmbeddingSettings;
+  private readonly objects: GitObjects;
 
   constructor(options: { db: Queryable; experimentId: string; repository: string; embedder: FileEmbedder; settings: EmbeddingSettings }) {
     this.db = options.db;
@@ -31,6 +36,7 @@ export class RepositoryStateEmbedding {
     this.repository = options.repository;
     this.embedder = options.embedder;
     this.settings = options.settings;
+    this.objects = new GitObjects(options.repository);
   }
 
   get embedderId(): string {
@@ -56,25 +62,27 @@ export class RepositoryStateEmbedding {
   }
 
   private async rules(commit: string): Promise<IgnoreRules> {
-    const sources = await Promise.all(IGNORE_FILES.map((file) => readFileAt(this.repository, commit, file)));
+    const sources = await Promise.all(IGNORE_FILES.map((file) => this.objects.fileAt(commit, file)));
     return new IgnoreRules(sources.filter((source): source is string => source !== undefined));
   }
 
-  private pathEligible(rules: IgnoreRules, file: string, size: number): boolean {
-    if (size > this.settings.maxFileBytes) return false;
+  /** Allowed by extension and not ignored; the size cap is checked apart (it needs the blob's size). */
+  private pathEligible(rules: IgnoreRules, file: string): boolean {
     const extensions = this.settings.extensions;
     if (!extensions.includes('*') && !extensions.includes(path.extname(file).toLowerCase())) return false;
     return !rules.ignores(file);
   }
 
   private async full(commit: string): Promise<CommitEmbedding> {
-    const rules = await this.rules(commit);
-    const files = (await listTree(this.repository, commit)).filter((entry) => this.pathEligible(rules, entry.path, entry.size));
-    const vectors = await this.fileVectors(files.map((entry) => entry.blob));
+    const [rules, tree] = await Promise.all([this.rules(commit), this.objects.listFiles(commit)]);
+    const candidates = tree.filter((entry) => this.pathEligible(rules, entry.path));
+    const sizes = await this.objects.sizes(candidates.map((entry) => entry.oid));
+    const files = candidates.filter((entry) => (sizes.get(entry.oid) ?? Infinity) <= this.settings.maxFileBytes);
+    const vectors = await this.fileVectors(files.map((entry) => entry.oid));
     const sum = new Array<number>(this.embedder.dimensions).fill(0);
     let count = 0;
     for (const entry of files) {
-      const vector = vectors.get(entry.blob);
+      const vector = vectors.get(entry.oid);
       if (!vector || vector.length === 0) continue;
       addInto(sum, vector, 1);
       count += 1;
@@ -83,20 +91,17 @@ export class RepositoryStateEmbedding {
   }
 
   private async incremental(parentEmbedding: CommitEmbedding, parent: string, commit: string): Promise<CommitEmbedding | undefined> {
-    const changes = await diffTree(this.repository, parent, commit);
+    const changes = await this.objects.diff(parent, commit);
     if (changes.some((change) => (IGNORE_FILES as readonly string[]).includes(change.path))) return undefined;
     const rules = await this.rules(commit);
-    const regular = (mode: string) => mode === '100644' || mode === '100755';
     const removed: string[] = [];
     const added: string[] = [];
-    const sizes = await blobSizes(this.repository, changes.flatMap((change) => [change.oldBlob, change.newBlob]));
+    const sizes = await this.objects.sizes(changes.flatMap((change) => [change.oldBlob, change.newBlob]));
+    const eligible = (blob: string, mode: string, file: string) =>
+      blob !== NULL_OID && regular(mode) && (sizes.get(blob) ?? Infinity) <= this.settings.maxFileBytes && this.pathEligible(rules, file);
     for (const change of changes) {
-      if (change.oldBlob !== NULL_BLOB && regular(change.oldMode) && this.pathEligible(rules, change.path, sizes.get(change.oldBlob) ?? Infinity)) {
-        removed.push(change.oldBlob);
-      }
-      if (change.newBlob !== NULL_BLOB && regular(change.newMode) && this.pathEligible(rules, change.path, sizes.get(change.newBlob) ?? Infinity)) {
-        added.push(change.newBlob);
-      }
+      if (eligible(change.oldBlob, change.oldMode, change.path)) removed.push(change.oldBlob);
+      if (eligible(change.newBlob, change.newMode, change.path)) added.push(change.newBlob);
     }
     const vectors = await this.fileVectors([...removed, ...added]);
     const sum = [...parentEmbedding.vectorSum];
@@ -122,7 +127,7 @@ export class RepositoryStateEmbedding {
     const known = await getFileEmbeddings(this.db, this.embedder.id, unique);
     const missing = unique.filter((blob) => !known.has(blob));
     if (missing.length === 0) return known;
-    const contents = await readObjects(this.repository, missing);
+    const contents = await this.objects.read(missing);
     const texts: string[] = [];
     const textBlobs: string[] = [];
     const fresh = new Map<string, number[]>();
@@ -136,11 +141,19 @@ export class RepositoryStateEmbedding {
       }
     }
     const embedded = texts.length > 0 ? await this.embedder.embed(texts) : [];
-    textBlobs.forEach((blob, index) => fresh.set(blob, embedded[index]));
+    textBlobs.forEach((blob, index) => fresh.set(blob, embedded[index].map(onGrid)));
     await putFileEmbeddings(this.db, this.embedder.id, fresh);
     for (const [blob, vector] of fresh) known.set(blob, vector);
     return known;
   }
+}
+
+/**
+ * A component as it is cached: a multiple of 2^-24 that a float32 holds exactly. Any sum of a few
+ * million of them is exact in a double, so addition order never changes a commit's sum.
+ */
+function onGrid(value: number): number {
+  return Math.fround(Math.round(value * 2 ** 24) / 2 ** 24);
 }
 
 function addInto(target: number[], vector: readonly number[], sign: number): void {

@@ -161,28 +161,6 @@ export async function saveProjection(db: Queryable, experimentId: string, projec
   );
 }
 
-export async function getFileEmbeddings(db: Queryable, embedderId: string, blobHashes: readonly string[]): Promise<Map<string, number[]>> {
-  if (blobHashes.length === 0) return new Map();
-  const { rows } = await db.query<{ blobHash: string; vector: Buffer }>(
-    'SELECT blob_hash AS "blobHash", array_send(vector) AS vector FROM file_embeddings WHERE embedder_id = $1 AND blob_hash = ANY($2)',
-    [embedderId, blobHashes],
-  );
-  return new Map(rows.map((row) => [row.blobHash, float8Array(row.vector)]));
-}
-
-export async function putFileEmbeddings(db: Queryable, embedderId: string, vectors: ReadonlyMap<string, readonly number[]>): Promise<void> {
-  if (vectors.size === 0) return;
-  // Each vector as an array literal PostgreSQL parses natively; through jsonb every element was
-  // a JSON value extracted and cast one by one.
-  await db.query(
-    `INSERT INTO file_embeddings (embedder_id, blob_hash, vector)
-     SELECT $1, e.blob_hash, e.vector::double precision[]
-       FROM unnest($2::text[], $3::text[]) AS e(blob_hash, vector)
-     ON CONFLICT (embedder_id, blob_hash) DO NOTHING`,
-    [embedderId, [...vectors.keys()], [...vectors.values()].map((vector) => `{${vector.join(',')}}`)],
-  );
-}
-
 export interface CommitEmbedding {
   readonly commitHash: string;
   readonly fileCount: number;

@@ -6,10 +6,11 @@ import { llmMigration } from './003_llm.ts';
 import { jobCountersMigration } from './004_job_counters.ts';
 import { indexesMigration } from './006_indexes.ts';
 import { notesMigration } from './007_notes.ts';
+import { embeddingBytesMigration } from './009_embedding_bytes.ts';
 import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration, notesMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration, notesMigration, embeddingBytesMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;
