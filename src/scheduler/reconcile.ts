@@ -1,4 +1,5 @@
 import { listByStatus, lockForReconcile, markFinished, markResent, QUEUED_STATUSES, type EvolutionJob } from '../shared/db/jobs.ts';
+import { databaseNow } from '../shared/db/notes.ts';
 import { withTransaction } from '../shared/db/pool.ts';
 import { handBackLostJob } from '../shared/lost-jobs.ts';
 import { cancelQueueJob, queueJobFate, sendEvolutionJob, type QueueJobFate } from '../shared/queue.ts';
@@ -30,9 +31,12 @@ export async function reconcileStage(context: SchedulerContext): Promise<Reconci
   const judgeHeartbeat = Date.now() >= (context.heartbeatsTrustedAfter ?? 0);
   const queue = settings.queue.name;
   const jobs = await listByStatus(pool, context.experimentId, QUEUED_STATUSES, 10_000);
+  // Heartbeats are stamped by the database's clock (pg-boss writes now()), from workers on any
+  // host: judged against that clock too, never this host's, which may be minutes off.
+  const now = judgeHeartbeat && jobs.length > 0 ? (await databaseNow(pool)).getTime() : undefined;
   for (const job of jobs) {
     result.checked += 1;
-    const action = decide(job, await queueJobFate(boss, queue, job.queueJobId, { judgeHeartbeat }), settings.scheduler.maxResends);
+    const action = decide(job, await queueJobFate(boss, queue, job.queueJobId, { judgeHeartbeat, now }), settings.scheduler.maxResends);
     if (!action) continue;
     if (action.kind === 'hand-back') {
       if (job.queueJobId && (await handBackLostJob(pool, boss, queue, { jobId: job.id, queueJobId: job.queueJobId }, action.reason))) {
