@@ -8,17 +8,19 @@ import { withTransaction } from '../src/shared/db/pool.ts';
 import { markQueued } from '../src/shared/db/jobs.ts';
 import { sendEvolutionJob } from '../src/shared/queue.ts';
 import { createExperiment, whileRunning } from './experiment.ts';
-import { clkTck, FIXTURES, ratio, waitFor, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
+import { clkTck, FIXTURES, processTree, ratio, waitFor, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
 
 /**
  * The queue path at scale: N jobs (2,000; 300 with --quick) enqueued in one transaction while W
  * idle worker processes (4 and 16) wait, until the last is done. Every side does the same work
  * per job: run `echo '{"score": 1}'` and parse its JSON.
  *
- * - **Loreley**: `fixtures/loreley-queue-worker.ts`, the real worker runtime and loop (claim,
+ * - **Loreley**: `fixtures/loreley-queue-worker.mjs`, the real worker runtime and loop (claim,
  *   presence and heartbeats, evaluator, result transaction with card, metrics, succeeded and the
  *   queue job completed) with a plain directory for a worktree, on baseline-kind jobs (no agent,
  *   no commit): the bookkeeping without git. Jobs are sent as the scheduler's dispatch sends them.
+ *   It loads Loreley as the bins do (dist/ when current). With `LORELEY_BENCH_CPU_PROF=<dir>` its
+ *   processes write V8 CPU profiles there (`--cpu-prof`), to see where a job's time goes.
  * - **raw pg-boss**: `fixtures/pgboss-throughput.mjs`, Loreley's pg-boss options, the command in
  *   the handler, and the worker woken after each job as Loreley's is (at batchSize 1 pg-boss
  *   otherwise waits out its poll interval between jobs, backlog or not).
@@ -27,7 +29,9 @@ import { clkTck, FIXTURES, ratio, waitFor, type Benchmark, type Harness, type Pr
  * Each side gets a database of its own, so `pg_stat_database.xact_commit` (read after the workers
  * settled, and again after they stopped) counts its transactions only — the bench's own polling
  * (one count every 200 ms) included. CPU per job is the worker processes' utime + stime with their
- * reaped children (`/proc/<pid>/stat` fields 14–17) over the run. The sides run interleaved.
+ * reaped children (`/proc/<pid>/stat` fields 14–17) over the run. Database CPU per job is the whole
+ * PostgreSQL server's (the postmaster, its live backends, and the backends it reaped) over the same
+ * window, which only this side's workers and the bench's polling use. The sides run interleaved.
  */
 
 const COMMAND = ['echo', '{"score": 1}'];
@@ -35,6 +39,7 @@ const COMMAND = ['echo', '{"score": 1}'];
 interface Measured {
   readonly jobsPerSecond: number;
   readonly cpuMsPerJob: number;
+  readonly databaseCpuMsPerJob: number;
   readonly xactsPerJob: number;
 }
 
@@ -54,7 +59,9 @@ export const queueScale: Benchmark = {
       for (const side of [loreleySide, pgBossSide, graphileSide]) {
         harness.progress(`${workers} workers, ${jobs} jobs: ${side.name}`);
         const measured = await side.run(harness, workers, jobs);
-        harness.progress(`${side.name}: ${measured.jobsPerSecond.toFixed(1)} jobs/s, ${measured.cpuMsPerJob.toFixed(1)} CPU-ms/job, ${measured.xactsPerJob.toFixed(1)} transactions/job`);
+        harness.progress(
+          `${side.name}: ${measured.jobsPerSecond.toFixed(1)} jobs/s, ${measured.cpuMsPerJob.toFixed(1)} worker CPU-ms/job, ${measured.databaseCpuMsPerJob.toFixed(1)} database CPU-ms/job, ${measured.xactsPerJob.toFixed(1)} transactions/job`,
+        );
         results.set(side.name, measured);
         await harness.stopProcesses();
       }
@@ -66,6 +73,7 @@ export const queueScale: Benchmark = {
         { benchmark: `queue path ${workers} workers, ${jobs} jobs: jobs/s vs pg-boss`, loreley: rate(loreley), baseline: `pg-boss ${rate(boss)}`, ratio: ratio(loreley.jobsPerSecond, boss.jobsPerSecond), target: '≥ 0.8×', pass: loreley.jobsPerSecond >= 0.8 * boss.jobsPerSecond },
         { benchmark: `queue path ${workers} workers: jobs/s vs graphile-worker`, loreley: rate(loreley), baseline: `graphile ${rate(graphile)}`, ratio: ratio(loreley.jobsPerSecond, graphile.jobsPerSecond), target: '≥ 0.5×', pass: loreley.jobsPerSecond >= 0.5 * graphile.jobsPerSecond },
         { benchmark: `queue path ${workers} workers: worker CPU per job`, loreley: `${loreley.cpuMsPerJob.toFixed(1)} ms`, baseline: `pg-boss ${boss.cpuMsPerJob.toFixed(1)} ms, graphile ${graphile.cpuMsPerJob.toFixed(1)} ms`, ratio: ratio(loreley.cpuMsPerJob, boss.cpuMsPerJob), target: '', pass: undefined },
+        { benchmark: `queue path ${workers} workers: database CPU per job`, loreley: `${loreley.databaseCpuMsPerJob.toFixed(1)} ms`, baseline: `pg-boss ${boss.databaseCpuMsPerJob.toFixed(1)} ms, graphile ${graphile.databaseCpuMsPerJob.toFixed(1)} ms`, ratio: ratio(loreley.databaseCpuMsPerJob, boss.databaseCpuMsPerJob), target: '', pass: undefined },
         { benchmark: `queue path ${workers} workers: transactions per job`, loreley: loreley.xactsPerJob.toFixed(1), baseline: `pg-boss ${boss.xactsPerJob.toFixed(1)}, graphile ${graphile.xactsPerJob.toFixed(1)}`, ratio: ratio(loreley.xactsPerJob, boss.xactsPerJob), target: '≤ 6', pass: loreley.xactsPerJob <= 6 },
       );
     }
@@ -88,6 +96,24 @@ function cpuMs(pids: readonly number[]): number {
   return (ticks * 1000) / clkTck();
 }
 
+/**
+ * The database server's CPU so far, in ms: the postmaster's own, its live children's, and what it
+ * reaped (a backend's time moves into the postmaster's cutime/cstime when its connection ends).
+ */
+function databaseCpuMs(harness: Harness): number {
+  const postmaster = harness.postmasterPid();
+  if (postmaster === undefined) return 0;
+  let ticks = processTree(postmaster).reduce((sum, stat) => sum + stat.ticks, 0);
+  try {
+    const text = readFileSync(`/proc/${postmaster}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[13]) + Number(fields[14]);
+  } catch {
+    // Gone: counted as nothing.
+  }
+  return (ticks * 1000) / clkTck();
+}
+
 async function xactCommits(url: string): Promise<number> {
   const client = new pg.Client(url);
   await client.connect();
@@ -103,7 +129,7 @@ async function xactCommits(url: string): Promise<number> {
  * The common frame: workers started and ready, stats settled, jobs enqueued in one transaction,
  * wait for `done`, stop the workers, read the counters.
  */
-async function measure(options: {
+async function measure(harness: Harness, options: {
   url: string;
   procs: Proc[];
   ready: () => Promise<boolean>;
@@ -117,6 +143,7 @@ async function measure(options: {
   const xactsBefore = await xactCommits(options.url);
   const pids = options.procs.map((proc) => proc.pid);
   const cpuBefore = cpuMs(pids);
+  const databaseBefore = databaseCpuMs(harness);
   const started = performance.now();
   await options.enqueue();
   const first = options.procs[0];
@@ -126,8 +153,9 @@ async function measure(options: {
   // Stopped, so every backend has flushed its counts (read before, the last second could be missing).
   await Promise.all(options.procs.map((proc) => proc.stop(5000)));
   await sleep(500);
+  const databaseCpu = databaseCpuMs(harness) - databaseBefore;
   const xacts = (await xactCommits(options.url)) - xactsBefore;
-  return { jobsPerSecond: options.jobs / seconds, cpuMsPerJob: cpu / options.jobs, xactsPerJob: xacts / options.jobs };
+  return { jobsPerSecond: options.jobs / seconds, cpuMsPerJob: cpu / options.jobs, databaseCpuMsPerJob: databaseCpu / options.jobs, xactsPerJob: xacts / options.jobs };
 }
 
 const loreleySide: Side = {
@@ -139,12 +167,14 @@ const loreleySide: Side = {
     });
     try {
       const procs: Proc[] = [];
+      const profileDir = process.env.LORELEY_BENCH_CPU_PROF;
+      const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
       for (let i = 0; i < workers; i += 1) {
         const id = `queue-worker-${i + 1}`;
-        procs.push(harness.spawn(id, [path.join(FIXTURES, 'loreley-queue-worker.ts'), id], { env: experiment.env, cwd: experiment.root }));
+        procs.push(harness.spawn(id, [...profile, path.join(FIXTURES, 'loreley-queue-worker.mjs'), id], { env: experiment.env, cwd: experiment.root }));
       }
       const experimentId = experiment.settings.experiment.uuid;
-      return await measure({
+      return await measure(harness, {
         url: experiment.databaseUrl,
         procs,
         jobs,
@@ -204,7 +234,7 @@ const pgBossSide: Side = {
     }
     const pool = new pg.Pool({ connectionString: url, max: 2 });
     try {
-      return await measure({
+      return await measure(harness, {
         url,
         procs,
         jobs,
@@ -245,7 +275,7 @@ const graphileSide: Side = {
     }
     const pool = new pg.Pool({ connectionString: url, max: 2 });
     try {
-      return await measure({
+      return await measure(harness, {
         url,
         procs,
         jobs,
