@@ -56,9 +56,16 @@ export function messageJobId(data: unknown): string | null {
   return typeof jobId === 'string' ? jobId : null;
 }
 
-/** Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on it. */
-export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: QueueJob, output: object, client: PoolClient): Promise<void> {
-  await boss.complete(queue, { id: queueJob.id, retryCount: queueJob.retryCount }, output, { db: transactionDb(client) });
+/**
+ * Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on
+ * it. False when that attempt was not active any more (nothing changed), or when pg-boss did not
+ * say.
+ */
+export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: QueueJob, output: object, client: PoolClient): Promise<boolean> {
+  const response = await boss.complete(queue, { id: queueJob.id, retryCount: queueJob.retryCount }, output, { db: transactionDb(client) });
+  // pg-boss 12 returns { jobs, requested, affected }; its published type leaves the fields out.
+  const affected = (response as { affected?: unknown }).affected;
+  return typeof affected === 'number' && affected > 0;
 }
 
 /**

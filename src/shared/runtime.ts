@@ -1,5 +1,5 @@
 import type { Pool } from './db/pool.ts';
-import { upsertWorker } from './db/workers.ts';
+import { upsertWorker, type WorkerPresence } from './db/workers.ts';
 import cluster from 'node:cluster';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from './backoff.ts';
@@ -35,8 +35,19 @@ export interface ChildRuntime {
   drainTimeoutSeconds(): number;
   /** Aborted when the process must stop at once (second signal, or `stop-now`). */
   readonly stopSignal: AbortSignal;
-  /** Tells the supervisor (when there is one) and the `workers` table what this process is doing. */
+  /**
+   * Tells the supervisor (when there is one) at once, and the `workers` table a moment later, what
+   * this process is doing: a state that lasts less than that moment (idle between two jobs of a
+   * backlog) is never written.
+   */
   setState(state: ChildState, jobId?: string | null): void;
+  /**
+   * For a statement that records this process's presence along with its own work (the worker's
+   * claim): waits for presence writes under way, so the row it writes is the newest, and gives
+   * the row as of now. `presenceRecorded(row)` once it committed.
+   */
+  presenceToRecord(): Promise<WorkerPresence>;
+  presenceRecorded(row: WorkerPresence): void;
   /** Tells the supervisor which queue jobs this process holds, so it can hand them back if we die. */
   setHeldJobs(jobs: readonly HeldJob[]): void;
   /** Sends a message to the supervisor; a no-op when unsupervised. */
@@ -55,6 +66,13 @@ export interface ChildRuntimeOptions {
 }
 
 const PRESENCE_INTERVAL_MS = 10_000;
+/**
+ * How long a state change waits before it is written to the `workers` table. Between two jobs of a
+ * backlog a worker is idle for a few milliseconds (completion, fetch, claim): the claim records it
+ * busy again itself, so the `idle` in between costs no transaction. The row is dated from the
+ * change, not from the write.
+ */
+const PRESENCE_SETTLE_MS = 250;
 
 export function defaultWorkerId(role: 'worker' | 'scheduler', settings: Settings): string {
   const prefix = role === 'worker' ? settings.supervisor.workerIdPrefix : settings.supervisor.schedulerIdPrefix;
@@ -182,10 +200,32 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
 
   // Writes go one after another, so a late 'busy' can never land after the final 'stopped'.
   let presenceChain: Promise<void> = Promise.resolve();
-  const writePresence = (override?: { state: ChildState; jobId: null }): Promise<void> => {
-    const row = { experimentId: settings.experiment.uuid, host, workerId, role, pid: process.pid, state: override?.state ?? state, currentJobId: override ? null : jobId };
-    presenceChain = presenceChain.then(() => upsertWorker(pool, row)).catch((error) => logger.debug({ err: error }, 'presence update failed'));
+  // What the row says (as far as this process knows), and when the state in memory began.
+  let recorded: { state: ChildState | string; jobId: string | null } | undefined;
+  let changedAt = performance.now();
+  let settleTimer: NodeJS.Timeout | undefined;
+  const presenceRow = (override?: { state: ChildState; jobId: null }): WorkerPresence => ({
+    experimentId: settings.experiment.uuid, host, workerId, role, pid: process.pid, state: override?.state ?? state, currentJobId: override ? null : jobId,
+  });
+  const writePresence = (override?: { state: ChildState; jobId: null }, sinceMs = 0): Promise<void> => {
+    clearTimeout(settleTimer);
+    settleTimer = undefined;
+    const row = presenceRow(override);
+    presenceChain = presenceChain
+      .then(() => upsertWorker(pool, row, sinceMs))
+      .then(() => {
+        recorded = { state: row.state, jobId: row.currentJobId };
+      })
+      .catch((error) => logger.debug({ err: error }, 'presence update failed'));
     return presenceChain;
+  };
+  const settlePresence = () => {
+    if (settleTimer) return;
+    settleTimer = setTimeout(() => {
+      settleTimer = undefined;
+      if (recorded?.state !== state || recorded.jobId !== jobId) void writePresence(undefined, performance.now() - changedAt);
+    }, PRESENCE_SETTLE_MS);
+    settleTimer.unref();
   };
 
   const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups(), heldJobs });
@@ -193,7 +233,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   const stopWatchingCommands = onCommandGroupsChange(heartbeat);
   const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
   heartbeatTimer.unref();
-  const presenceTimer = setInterval(writePresence, PRESENCE_INTERVAL_MS);
+  const presenceTimer = setInterval(() => void writePresence(), PRESENCE_INTERVAL_MS);
   presenceTimer.unref();
 
   const runtime: ChildRuntime = {
@@ -212,8 +252,16 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       if (next === state && nextJobId === jobId) return;
       state = next;
       jobId = nextJobId;
+      changedAt = performance.now();
       heartbeat();
-      void writePresence();
+      settlePresence();
+    },
+    async presenceToRecord() {
+      await presenceChain;
+      return presenceRow();
+    },
+    presenceRecorded(row) {
+      recorded = { state: row.state, jobId: row.currentJobId };
     },
     setHeldJobs(jobs) {
       heldJobs = [...jobs];
@@ -224,6 +272,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       clearInterval(heartbeatTimer);
       stopWatchingCommands();
       clearInterval(presenceTimer);
+      clearTimeout(settleTimer);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       process.off('message', onMessage);

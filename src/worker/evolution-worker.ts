@@ -1,8 +1,9 @@
 import { jobBranchName } from '../shared/experiment.ts';
 import { observeJobDone, observeJobPickup } from '../shared/metrics.ts';
-import { handBack, lockJob, lockJobNoWait, markRunning, markSucceeded, markSucceededUnfinished, recordFailure, requeueUnstarted, type EvolutionJob } from '../shared/db/jobs.ts';
+import { claimJob, handBack, lockJob, markSucceededUnfinished, recordFailure, requeueUnstarted, type ClaimResult, type EvolutionJob } from '../shared/db/jobs.ts';
 import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
-import { putArtifact, upsertCommitCard, upsertMetrics } from '../shared/db/results.ts';
+import { putArtifact, recordSucceededAttempt, upsertCommitCard, upsertMetrics, type CommitCard } from '../shared/db/results.ts';
+import type { WorkerPresence } from '../shared/db/workers.ts';
 import {
   errorMessage,
   EvolutionWorkerError,
@@ -41,6 +42,16 @@ export interface EvolutionWorkerOptions {
   readonly spool?: ResultSpool;
   /** Told when a job's result went to the spool: the job is no longer lost if this process dies. */
   readonly onSpooled?: (queueJobId: string) => void;
+  /** The process's presence, recorded by the claim itself (absent: the claim records none). */
+  readonly presence?: ClaimPresence;
+}
+
+/** How the claim records the process's presence (the child runtime provides it). */
+export interface ClaimPresence {
+  /** Waits for presence writes under way, then gives the row the claim is to write. */
+  toRecord(): Promise<WorkerPresence>;
+  /** The claim committed with `row`: no separate write is needed for it. */
+  recorded(row: WorkerPresence): void;
 }
 
 /**
@@ -54,27 +65,28 @@ export class EvolutionWorker {
     this.options = options;
   }
 
-  /** Locks the row without waiting and moves it to running; enforces the preconditions. */
+  /**
+   * Locks the row without waiting and moves it to running, recording the process as busy on it, in
+   * one statement; enforces the preconditions.
+   */
   async claim(jobId: string, queueJob: QueueJob): Promise<EvolutionJob> {
-    const { pool, workerId, host } = this.options;
+    const { pool, workerId, host, settings, presence } = this.options;
+    const experimentId = settings.experiment.uuid;
+    const row = presence ? { ...(await presence.toRecord()), state: 'busy', currentJobId: jobId } : undefined;
+    let result: ClaimResult;
     try {
-      return await withTransaction(pool, async (client) => {
-        const row = await lockJobNoWait(client, jobId);
-        if (!row) throw new JobPreconditionError(`job ${jobId} does not exist`);
-        if (row.experimentId !== this.options.settings.experiment.uuid) {
-          throw new JobPreconditionError(`job ${jobId} belongs to another experiment (${row.experimentId})`);
-        }
-        // A queue retry of the same queue job after its worker died finds the row still running.
-        const retryOfDeadAttempt = row.status === 'running' && row.queueJobId === queueJob.id;
-        if (row.status !== 'pending' && row.status !== 'queued' && !retryOfDeadAttempt) {
-          throw new JobPreconditionError(`job ${jobId} is ${row.status}, not pending or queued`);
-        }
-        return markRunning(client, jobId, { workerId, host, queueJobId: queueJob.id });
-      });
+      result = await claimJob(pool, jobId, { experimentId, workerId, host, queueJobId: queueJob.id, presence: row });
     } catch (error) {
       if (pgErrorCode(error) === PG_LOCK_NOT_AVAILABLE) throw new JobLockConflict(`job ${jobId} is locked by another worker`);
       throw error;
     }
+    if (result.claimed) {
+      if (row) presence!.recorded(row);
+      return result.claimed;
+    }
+    if (!result.found) throw new JobPreconditionError(`job ${jobId} does not exist`);
+    if (result.found.experimentId !== experimentId) throw new JobPreconditionError(`job ${jobId} belongs to another experiment (${result.found.experimentId})`);
+    throw new JobPreconditionError(`job ${jobId} is ${result.found.status}, not pending or queued`);
   }
 
   /**
@@ -184,42 +196,48 @@ export class EvolutionWorker {
    * Records a result in one transaction: commit card, metrics, artifacts, the row marked succeeded
    * and the queue job settled; either all of it is recorded or none.
    *
-   * `attempt`: only while this attempt holds the job (running on this queue job). `spooled`: a
-   * result kept through an outage is recorded for any job not finished yet, and the queue job the
-   * row points at now is settled (the attempt may have been handed back meanwhile; its branch is
-   * pushed and its evaluation done, so it is the job's result). A job that finished meanwhile is
-   * left as it is: a result is recorded once.
+   * `attempt`: only while this attempt holds the job (running on this queue job); otherwise
+   * nothing is written (`not-held`). `spooled`: a result kept through an outage is recorded for any
+   * job not finished yet, and the queue job the row points at now is settled (the attempt may have
+   * been handed back meanwhile; its branch is pushed and its evaluation done, so it is the job's
+   * result). A job that finished meanwhile is left as it is: a result is recorded once.
    */
   async store(result: SpooledResult, mode: 'attempt' | 'spooled'): Promise<'recorded' | 'not-held'> {
     const { settings, pool, boss } = this.options;
     const queue = settings.queue.name;
-    return withTransaction(pool, async (client) => {
-      let queueJobId = result.queueJobId;
-      if (mode === 'spooled') {
-        const row = await lockJob(client, result.jobId);
-        if (!row || !['pending', 'queued', 'running'].includes(row.status)) return 'not-held';
-        queueJobId = row.queueJobId ?? result.queueJobId;
-      }
-      await upsertCommitCard(client, {
-        experimentId: result.experimentId,
-        commitHash: result.commit,
-        parentCommit: result.kind === 'baseline' ? null : result.baseCommit,
-        jobId: result.jobId,
-        branch: result.branch,
-        author: result.author,
-        message: result.message,
-        summary: result.summary,
-        changedFiles: result.files,
+    const card: CommitCard & { jobId: string } = {
+      experimentId: result.experimentId,
+      commitHash: result.commit,
+      parentCommit: result.kind === 'baseline' ? null : result.baseCommit,
+      jobId: result.jobId,
+      branch: result.branch,
+      author: result.author,
+      message: result.message,
+      summary: result.summary,
+      changedFiles: result.files,
+    };
+    if (mode === 'attempt') {
+      return withTransaction(pool, async (client) => {
+        // Card, metrics, artifacts and the row marked succeeded in one statement, only while this
+        // attempt holds the job; then the queue job, in the same transaction.
+        if (!(await recordSucceededAttempt(client, { queueJobId: result.queueJobId, card, metrics: result.metrics, artifacts: result.artifacts }))) return 'not-held';
+        const attempt = { id: result.queueJobId, retryCount: result.queueRetryCount, retryLimit: 0, priority: 0, data: null };
+        // Not active any more (pg-boss's sweep failed it into a retry): the row is the truth, so
+        // the queue must not run it again.
+        if (!(await completeQueueJob(boss, queue, attempt, { commit: result.commit }, client))) await cancelQueueJob(boss, queue, result.queueJobId, client);
+        return 'recorded';
       });
+    }
+    return withTransaction(pool, async (client) => {
+      const row = await lockJob(client, result.jobId);
+      if (!row || !['pending', 'queued', 'running'].includes(row.status)) return 'not-held';
+      const queueJobId = row.queueJobId ?? result.queueJobId;
+      await upsertCommitCard(client, card);
       await upsertMetrics(client, result.experimentId, result.commit, result.jobId, result.metrics);
       for (const [kind, content] of Object.entries(result.artifacts)) await putArtifact(client, result.jobId, kind, content);
-      const marked = mode === 'attempt' ? await markSucceeded(client, result.jobId, queueJobId, result.commit) : await markSucceededUnfinished(client, result.jobId, result.commit);
-      if (!marked) return 'not-held';
-      // Completing the queue job in the same transaction: either both record success or neither.
-      if (mode === 'attempt') await completeQueueJob(boss, queue, { id: queueJobId, retryCount: result.queueRetryCount, retryLimit: 0, priority: 0, data: null }, { commit: result.commit }, client);
-      else await completeAnyAttempt(boss, queue, queueJobId, { commit: result.commit }, client);
-      // Not active any more (pg-boss's sweep failed it into a retry, or it was never fetched): the
-      // row is the truth, so the queue must not run it again.
+      if (!(await markSucceededUnfinished(client, result.jobId, result.commit))) return 'not-held';
+      await completeAnyAttempt(boss, queue, queueJobId, { commit: result.commit }, client);
+      // Not active any more, or never fetched: the row is the truth, so the queue must not run it again.
       await cancelQueueJob(boss, queue, queueJobId, client);
       return 'recorded';
     });

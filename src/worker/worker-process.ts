@@ -64,6 +64,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       spooled.add(queueJobId);
       reportHeld();
     },
+    presence: { toRecord: () => runtime.presenceToRecord(), recorded: (row) => runtime.presenceRecorded(row) },
   });
   const flushed = await worker.flushSpool().catch((error) => {
     logger.warn({ err: error }, 'could not record the spooled results yet; the next start tries again');

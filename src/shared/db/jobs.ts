@@ -1,5 +1,6 @@
 import { storableText } from '../storable.ts';
 import type { Queryable } from './pool.ts';
+import { presenceUpsertSql, type WorkerPresence } from './workers.ts';
 
 /** SQL for `evolution_jobs`: every statement about a job's life lives here. */
 
@@ -80,13 +81,58 @@ export async function getJob(db: Queryable, id: string): Promise<EvolutionJob | 
   return rows[0];
 }
 
+/** What a claim found: the job now running for this attempt, or the row as it was (absent: no such job). */
+export type ClaimResult =
+  | { readonly claimed: EvolutionJob }
+  | { readonly claimed?: undefined; readonly found?: { readonly experimentId: string; readonly status: JobStatus } };
+
+export interface Claim {
+  readonly experimentId: string;
+  readonly workerId: string;
+  readonly host: string;
+  readonly queueJobId: string;
+  /** The claiming process's presence, recorded by the same statement when the claim succeeds. */
+  readonly presence?: WorkerPresence;
+}
+
 /**
- * Locks the row without waiting. Throws Postgres error 55P03 when another transaction holds it;
- * the caller turns that into `JobLockConflict`.
+ * Claims a job for one attempt in one statement: locks the row without waiting (Postgres error
+ * 55P03 when another transaction holds it; the caller turns that into `JobLockConflict`) and moves
+ * it to running when it belongs to `experimentId` and is pending or queued, or still running on
+ * this very queue job (the queue's retry after its worker died). Otherwise nothing changes and the
+ * row is returned as found, for the caller to say why.
  */
-export async function lockJobNoWait(db: Queryable, id: string): Promise<EvolutionJob | undefined> {
-  const { rows } = await db.query<EvolutionJob>(`SELECT ${COLUMNS} FROM evolution_jobs WHERE id = $1 FOR UPDATE NOWAIT`, [id]);
-  return rows[0];
+export async function claimJob(db: Queryable, id: string, claim: Claim): Promise<ClaimResult> {
+  const { presence } = claim;
+  const recordPresence = presence
+    ? `, presence AS (
+         ${presenceUpsertSql('SELECT $6::uuid, $7::text, $8::text, $9::text, $10::int, $11::text, claimed.id, now() FROM claimed')}
+       )`
+    : '';
+  const { rows } = await db.query<EvolutionJob & { foundExperimentId: string; foundStatus: JobStatus }>(
+    `WITH locked AS (
+       SELECT id AS locked_id, experiment_id AS locked_experiment, status AS locked_status, queue_job_id AS locked_queue_job
+         FROM evolution_jobs WHERE id = $1 FOR UPDATE NOWAIT
+     ), claimed AS (
+       UPDATE evolution_jobs
+          SET status = 'running', started_at = now(), updated_at = now(), worker_id = $2, worker_host = $3,
+              queue_job_id = $4, attempts = attempts + 1, last_error = NULL
+         FROM locked
+        WHERE id = locked_id AND locked_experiment = $5
+          AND (locked_status IN ('pending', 'queued') OR (locked_status = 'running' AND locked_queue_job = $4))
+       RETURNING ${COLUMNS}
+     )${recordPresence}
+     SELECT locked_experiment AS "foundExperimentId", locked_status AS "foundStatus", claimed.* FROM locked LEFT JOIN claimed ON true`,
+    [
+      id, claim.workerId, claim.host, claim.queueJobId, claim.experimentId,
+      ...(presence ? [presence.experimentId, presence.host, presence.workerId, presence.role, presence.pid, presence.state] : []),
+    ],
+  );
+  const row = rows[0];
+  if (!row) return {};
+  const { foundExperimentId, foundStatus, ...job } = row;
+  if (job.id) return { claimed: job };
+  return { found: { experimentId: foundExperimentId, status: foundStatus } };
 }
 
 /** Locks the row, waiting for a transaction that holds it (a dead worker's ends with its connection). */

@@ -12,15 +12,28 @@ export interface WorkerPresence {
   readonly currentJobId: string | null;
 }
 
-export async function upsertWorker(db: Queryable, presence: WorkerPresence): Promise<void> {
-  await db.query(
-    `INSERT INTO workers (experiment_id, host, worker_id, role, pid, state, current_job_id, started_at, last_heartbeat)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
+/**
+ * The presence upsert over `source`, a SELECT or VALUES giving (experiment_id, host, worker_id,
+ * role, pid, state, current_job_id, last_heartbeat): one text for the plain write and for a
+ * statement that records presence along with its own work (the worker's claim).
+ */
+export function presenceUpsertSql(source: string): string {
+  return `INSERT INTO workers (experiment_id, host, worker_id, role, pid, state, current_job_id, last_heartbeat, started_at)
+     SELECT s.*, now() FROM (${source}) AS s
      ON CONFLICT (experiment_id, host, worker_id) DO UPDATE
        SET role = EXCLUDED.role, pid = EXCLUDED.pid, state = EXCLUDED.state,
-           current_job_id = EXCLUDED.current_job_id, last_heartbeat = now(),
-           started_at = CASE WHEN workers.pid = EXCLUDED.pid THEN workers.started_at ELSE now() END`,
-    [presence.experimentId, presence.host, presence.workerId, presence.role, presence.pid, presence.state, presence.currentJobId],
+           current_job_id = EXCLUDED.current_job_id, last_heartbeat = EXCLUDED.last_heartbeat,
+           started_at = CASE WHEN workers.pid = EXCLUDED.pid THEN workers.started_at ELSE now() END`;
+}
+
+/**
+ * `sinceMs`: how long ago the state began. A write put off for a moment (so a worker that takes its
+ * next job at once never writes `idle` in between) dates the row from the change, not the write.
+ */
+export async function upsertWorker(db: Queryable, presence: WorkerPresence, sinceMs = 0): Promise<void> {
+  await db.query(
+    presenceUpsertSql(`VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::int, $6::text, $7::uuid, now() - make_interval(secs => $8::float8 / 1000))`),
+    [presence.experimentId, presence.host, presence.workerId, presence.role, presence.pid, presence.state, presence.currentJobId, Math.max(0, sinceMs)],
   );
 }
 
