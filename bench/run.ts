@@ -6,6 +6,7 @@ import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
 import { jobOverhead } from './job-overhead.ts';
 import { pickup } from './pickup.ts';
+import { pm2 } from './pm2.ts';
 import { queueScale } from './queue-scale.ts';
 import { restart } from './restart.ts';
 
@@ -16,7 +17,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, idle, archiveScale, queueScale, embedding];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, pm2, idle, archiveScale, queueScale, embedding];
 
 function usage(): string {
   return [
