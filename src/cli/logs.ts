@@ -11,7 +11,7 @@ import type { LogLevel, ReadOnlySettings } from '../shared/settings/index.ts';
  * readable lines (pino-pretty's formatting, as a library) or the raw JSONL; `--follow` keeps going
  * across rotations and processes that start later, like `pm2 logs` or `journalctl -f`.
  *
- * Layout (src/shared/logger.ts, pino-roll): `<LOGS_BASE_DIR>/logs/<namespace>/<role>/<id>/<id>.<N>.jsonl`,
+ * Layout (src/shared/logger.ts, src/shared/log-file.ts): `<LOGS_BASE_DIR>/logs/<namespace>/<role>/<id>/<id>.<N>.jsonl`,
  * N counting up as files rotate.
  */
 

@@ -52,6 +52,8 @@ export const CHILD_ENV = {
   workerId: 'LORELEY_WORKER_ID',
   role: 'LORELEY_ROLE',
   supervised: 'LORELEY_SUPERVISED',
+  /** '1' when the supervisor serves Prometheus metrics and will ask its children for theirs. */
+  metrics: 'LORELEY_CHILD_METRICS',
 } as const;
 
 /** The exit code of a child whose settings cannot work (sysexits EX_CONFIG): not worth restarting. */

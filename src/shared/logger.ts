@@ -2,8 +2,8 @@ import { readdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import roll from 'pino-roll';
 import type { ExperimentIdentity } from './experiment.ts';
+import { RollingLogFile } from './log-file.ts';
 import { REDACTED, scrubber } from './storable.ts';
 import type { LogSettings } from './settings/index.ts';
 
@@ -53,7 +53,7 @@ export function urlPasswords(url: string | undefined): string[] {
   }
 }
 
-/** Removes rotated files older than the retention; pino-roll only limits by count. */
+/** Removes rotated files older than the retention (rotation itself never removes a file). */
 export function removeExpiredLogFiles(directory: string, retentionDays: number, now = Date.now()): string[] {
   if (retentionDays <= 0) return [];
   const cutoff = now - retentionDays * 24 * 60 * 60 * 1000;
@@ -127,12 +127,7 @@ export async function createProcessLog(options: ProcessLogOptions): Promise<Proc
   const { settings, experiment, role, workerId } = options;
   const directory = logDirectory(settings, experiment, role, workerId);
   removeExpiredLogFiles(directory, settings.retentionDays);
-  const file = await roll({
-    file: path.join(directory, `${workerId}.jsonl`),
-    size: `${Math.max(1, Math.round(settings.rotateBytes / 1024))}k`,
-    mkdir: true,
-    sync: true,
-  });
+  const file = new RollingLogFile({ directory, name: workerId, maxBytes: Math.max(1024, settings.rotateBytes) });
   const sweep = setInterval(() => removeExpiredLogFiles(directory, settings.retentionDays), RETENTION_SWEEP_MS);
   sweep.unref();
 

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from '../shared/backoff.ts';
 import { isDatabaseUnavailable } from '../shared/db-availability.ts';
 import { errorMessage } from '../shared/errors.ts';
+import { CHILD_ENV } from '../shared/ipc.ts';
 import { createProcessLog, urlPasswords, type Logger } from '../shared/logger.ts';
 import { apiKeys } from '../shared/secrets.ts';
 import { SettingsError, type Env, type Settings } from '../shared/settings/index.ts';
@@ -170,7 +171,7 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     settings: settings.supervisor,
     logger,
     childModule: CHILD_MODULE,
-    childEnv: childProcessEnv({}),
+    childEnv: childProcessEnv(observer.metricsUrl !== undefined ? { [CHILD_ENV.metrics]: '1' } : {}),
     childSettings: () => ({ loreley: 'settings', env: { ...current.env, DATABASE_URL: databaseUrl }, cwd: current.settings.cwd }),
     workers: settings.supervisor.workers,
     scheduler: settings.supervisor.scheduler,

@@ -156,14 +156,13 @@ describe('files', () => {
     const base = tempDir('loreley-logger-');
     const log = await createProcessLog({ settings: settings(base, { rotateBytes: 1024 }), experiment, role: 'worker', workerId: 'worker0001' });
     const count = 200;
-    // pino-roll rolls on the stream's next 'drain', so a process that logs over time (not in one
-    // synchronous burst) is what rotates: let the event loop turn between lines.
+    // A process that logs over time (not in one synchronous burst): the event loop turns between lines.
     for (let i = 0; i < count; i += 1) {
       log.logger.info({ i, padding: 'y'.repeat(150) }, 'rotating');
       await new Promise((resolve) => setImmediate(resolve));
     }
     log.flush();
-    // pino-roll opens the next file asynchronously: wait until every line is on disk.
+    // Writes are synchronous; the wait is kept for any destination that is not.
     await waitFor('every line in the files', () => readLog(log.directory).length === count, 5000, 10);
     const files = jsonlFiles(log.directory).map((file) => path.basename(file));
     assert.ok(files.length >= 3, `several files: ${files.join(', ')}`);
@@ -181,6 +180,23 @@ describe('files', () => {
         .map((text) => JSON.parse(text).i as number),
     );
     assert.deepEqual(seen, Array.from({ length: count }, (_, i) => i));
+  });
+
+  test('a restarted process continues in the newest numbered file and rotates on from there', async () => {
+    const base = tempDir('loreley-logger-');
+    const options = { settings: settings(base, { rotateBytes: 1024 }), experiment, role: 'worker' as const, workerId: 'worker0001' };
+    const first = await createProcessLog(options);
+    for (let i = 0; i < 20; i += 1) first.logger.info({ i, padding: 'z'.repeat(150) }, 'first');
+    first.flush();
+    const before = jsonlFiles(first.directory).map((file) => path.basename(file));
+    const newest = Math.max(...before.map((file) => Number(file.split('.')[1])));
+    const second = await createProcessLog(options);
+    second.logger.info('second process');
+    const files = jsonlFiles(second.directory).map((file) => path.basename(file));
+    const withSecond = files.filter((file) => readFileSync(path.join(second.directory, file), 'utf8').includes('second process'));
+    // The newest file of the first process (or, if that one was full, the next number).
+    assert.ok([newest, newest + 1].includes(Number(withSecond[0]?.split('.')[1])), `${withSecond.join(', ')} after ${before.join(', ')}`);
+    assert.equal(readLog(second.directory).length, 21, 'no line lost or repeated');
   });
 
   test('older than the retention are removed, newer ones and other files kept', () => {

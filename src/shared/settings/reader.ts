@@ -180,7 +180,7 @@ export function parseArgv(value: string): string[] {
   return words;
 }
 
-/** `10m`, `512k`, `1g` or a plain byte count, as pino-roll's `size` understands it. */
+/** `10m`, `512k`, `1g` or a plain byte count, as LOG_ROTATE_SIZE is written. */
 export function parseSize(value: string): number | undefined {
   const match = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i.exec(value.trim());
   if (!match) return undefined;
