@@ -1,7 +1,6 @@
 import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pinoPretty from 'pino-pretty';
 import { UserError } from '../shared/errors.ts';
 import type { LogLevel, ReadOnlySettings } from '../shared/settings/index.ts';
 
@@ -122,8 +121,10 @@ function byTime(entries: Entry[]): Entry[] {
   return entries.map((entry, index) => ({ entry, index })).sort((a, b) => (a.entry.time < b.entry.time ? -1 : a.entry.time > b.entry.time ? 1 : a.index - b.index)).map(({ entry }) => entry);
 }
 
-function formatter(options: LogsOptions): (entry: Entry) => string {
+async function formatter(options: LogsOptions): Promise<(entry: Entry) => string> {
   if (options.json) return (entry) => `${entry.text}\n`;
+  // Loaded here, not with the module: every other command of the CLI would pay for it.
+  const { default: pinoPretty } = await import('pino-pretty');
   const pretty = pinoPretty.prettyFactory({
     colorize: options.colour,
     translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
@@ -172,7 +173,7 @@ export async function runLogs(settings: Pick<ReadOnlySettings, 'logs' | 'experim
     throw new UserError(`no logs match ${[...options.ids, ...(options.role ? [`--role ${options.role}`] : [])].join(' ') || 'this experiment'} (processes with logs: ${known.join(', ') || 'none'})`);
   }
   const matches = matcher(options);
-  const format = formatter(options);
+  const format = await formatter(options);
 
   // What is already written, merged in time order.
   const offsets = new Map<string, number>();

@@ -7,10 +7,10 @@ import { hideBin } from 'yargs/helpers';
 import { exitOnError, overridesFrom, readOnlySettingsOrExit, settingsOrExit, withCommonBehaviour } from './common.ts';
 import { EXAMPLES, initExample, SUPERVISOR_LAUNCHER } from './init-example.ts';
 import { LOG_ROLES, parseSince, runLogs } from './logs.ts';
-import { parseDims, runReport } from './report/index.ts';
-import { runRebuild } from './rebuild.ts';
-import { runChild } from './run-child.ts';
-import { collectStatus, formatStatus, withStatusDatabase } from './status.ts';
+
+// Each command's code is imported when that command runs (init-example.ts and logs.ts load
+// nothing heavy at the top): `loreley status` does not load the worker, the report, pino-pretty
+// or the database rebuild.
 
 /** Whether `loreley-supervisor` on PATH is this installation's (after npm link or npm install -g). */
 function supervisorOnPath(): boolean {
@@ -37,6 +37,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     (y) => y.option('worker-id', { type: 'string', describe: 'Stable id for logs and the workers table (default: LORELEY_WORKER_ID or worker0001)' }),
     async (argv) => {
       const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley worker');
+      const { runChild } = await import('./run-child.ts');
       await runChild({ role: 'worker', settings, workerId: argv.workerId }).catch((error) => exitOnError('loreley worker', error));
     },
   )
@@ -50,6 +51,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
         .option('worker-id', { type: 'string', describe: 'Stable id (default: scheduler0001)' }),
     async (argv) => {
       const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel, SCHEDULER_MAX_TOTAL_JOBS: argv.maxJobs }), 'loreley scheduler');
+      const { runChild } = await import('./run-child.ts');
       await runChild({ role: 'scheduler', settings, workerId: argv.workerId, once: argv.once }).catch((error) => exitOnError('loreley scheduler', error));
     },
   )
@@ -60,6 +62,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     async (argv) => {
       const settings = readOnlySettingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley status');
       try {
+        const { collectStatus, formatStatus, withStatusDatabase } = await import('./status.ts');
         const status = await withStatusDatabase(settings, (url, source) => collectStatus(settings, url, source));
         process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
       } catch (error) {
@@ -117,6 +120,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     async (argv) => {
       const settings = readOnlySettingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley report');
       try {
+        const { parseDims, runReport } = await import('./report/index.ts');
         const file = await runReport(settings, { out: argv.out, open: argv.open, dims: argv.dims !== undefined ? parseDims(argv.dims) : undefined });
         process.stdout.write(`Report written to ${file}\n`);
       } catch (error) {
@@ -164,6 +168,7 @@ await withCommonBehaviour(yargs(hideBin(process.argv)), 'loreley')
     async (argv) => {
       const settings = settingsOrExit(overridesFrom({ LOG_LEVEL: argv.logLevel }), 'loreley rebuild');
       try {
+        const { runRebuild } = await import('./rebuild.ts');
         await runRebuild(settings, { force: argv.force, yes: argv.yes });
       } catch (error) {
         exitOnError('loreley rebuild', error);
