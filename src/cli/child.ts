@@ -3,6 +3,10 @@ import { loadSettings, SettingsError, type Settings } from '../shared/settings/i
 import { exitOnError, fail } from './common.ts';
 import { runChild } from './run-child.ts';
 
+// The supervisor passes Node's compile cache on to us (bin/compile-cache.js); Node has read it
+// by now, and the agent and evaluator commands we start must not inherit it.
+delete process.env.NODE_COMPILE_CACHE;
+
 /**
  * Entry point of every supervised child. The supervisor says which role and slot in the
  * environment, and sends the settings as its first IPC message: a child never reads `.env`, and
