@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { logDirectory } from '../src/shared/logger.ts';
 import { createExperiment, NOOP_COMMANDS, whileRunning } from './experiment.ts';
@@ -91,6 +92,7 @@ async function idleTree(harness: Harness, workers: number): Promise<Row[]> {
     }
     const seconds = (performance.now() - started) / 1000;
     if (!supervisor.isRunning()) throw new Error(`the supervisor exited during the window:\n${supervisor.output().slice(-3000)}`);
+    log.poll();
     const changes = tree.changes();
     if (changes.appeared + changes.vanished > 0) {
       harness.progress(`warning: the tree changed during the window (${changes.appeared} process(es) appeared, ${changes.vanished} vanished)`);
@@ -99,15 +101,19 @@ async function idleTree(harness: Harness, workers: number): Promise<Row[]> {
     const perMinute = (sampler: TreeSampler) => (sampler.ticks() / clkTck()) * (60 / seconds);
     const treeCpu = perMinute(tree);
     const floorCpu = perMinute(floor);
-    const childRss = tree.maxRss((pid) => pid !== supervisor.pid);
+    const slotOf = new Map(log.lines.filter((line) => line.msg === 'child ready').map((line) => [childPidOf(line, supervisor.pid), String(line.slot)]));
+    const isWorker = (pid: number) => slotOf.get(pid)?.startsWith('worker') ?? false;
+    const isScheduler = (pid: number) => slotOf.get(pid)?.startsWith('scheduler') ?? false;
+    const childRss = tree.maxRss(isWorker);
+    const childUss = tree.maxUss(isWorker);
+    const schedulerRss = tree.maxRss(isScheduler);
     const supervisorRss = tree.maxRss((pid) => pid === supervisor.pid);
     const floorRss = floor.maxRss(() => true);
     harness.progress(
-      `tree ${treeCpu.toFixed(3)} CPU-s/min (${tree.processCount()} processes), max child RSS ${mb(childRss)}, supervisor RSS ${mb(supervisorRss)}; ` +
+      `tree ${treeCpu.toFixed(3)} CPU-s/min (${tree.processCount()} processes), max worker RSS ${mb(childRss)} (unique ${mb(childUss)}), ` +
+        `scheduler RSS ${mb(schedulerRss)}, supervisor RSS ${mb(supervisorRss)}; ` +
         `bare node ${floorCpu.toFixed(3)} CPU-s/min, ${mb(floorRss)}`,
     );
-    log.poll();
-    const slotOf = new Map(log.lines.filter((line) => line.msg === 'child ready').map((line) => [childPidOf(line, supervisor.pid), String(line.slot)]));
     const breakdown = [...tree.rssByPid()]
       .map(([pid, rss]) => `${pid === supervisor.pid ? 'supervisor' : (slotOf.get(pid) ?? `pid ${pid}`)} ${mb(rss)}`)
       .join(', ');
@@ -125,12 +131,28 @@ async function idleTree(harness: Harness, workers: number): Promise<Row[]> {
         pass: treeCpu < 1,
       },
       {
-        benchmark: `idle RSS per child (max, ${workers} workers)`,
+        benchmark: `idle RSS per worker child (max, ${workers} workers)`,
         loreley: mb(childRss),
         baseline: `${mb(floorRss)} bare node`,
         ratio: ratio(childRss, floorRss),
         target: '≤ 60 MB',
         pass: childRss <= 60 * 1024 * 1024,
+      },
+      {
+        benchmark: `idle unique memory per worker child (USS, max, ${workers} workers)`,
+        loreley: mb(childUss),
+        baseline: `${mb(floor.maxUss(() => true))} bare node`,
+        ratio: ratio(childUss, floor.maxUss(() => true)),
+        target: 'info',
+        pass: undefined,
+      },
+      {
+        benchmark: `idle scheduler RSS (${workers} workers)`,
+        loreley: mb(schedulerRss),
+        baseline: `${mb(floorRss)} bare node`,
+        ratio: ratio(schedulerRss, floorRss),
+        target: 'info',
+        pass: undefined,
       },
       {
         benchmark: `idle supervisor RSS (${workers} workers)`,
@@ -169,7 +191,7 @@ export class TreeSampler {
   private readonly pids: () => number[];
   private readonly first = new Map<string, number>();
   private readonly last = new Map<string, number>();
-  private readonly rss = new Map<string, { pid: number; max: number }>();
+  private readonly rss = new Map<string, { pid: number; max: number; maxUss: number }>();
   private samples = 0;
   /** Sample index at which each process was first and last seen. */
   private readonly seen = new Map<string, { first: number; last: number }>();
@@ -190,8 +212,9 @@ export class TreeSampler {
       this.seen.get(key)!.last = this.samples;
       this.last.set(key, stat.ticks);
       const rss = readRssBytes(pid) ?? 0;
-      const entry = this.rss.get(key) ?? { pid, max: 0 };
+      const entry = this.rss.get(key) ?? { pid, max: 0, maxUss: 0 };
       entry.max = Math.max(entry.max, rss);
+      entry.maxUss = Math.max(entry.maxUss, readUssBytes(pid) ?? 0);
       this.rss.set(key, entry);
     }
     this.samples += 1;
@@ -210,6 +233,13 @@ export class TreeSampler {
     return max;
   }
 
+  /** Peak unique set size (pages no other process maps: what one more such process costs). */
+  maxUss(include: (pid: number) => boolean): number {
+    let max = 0;
+    for (const entry of this.rss.values()) if (include(entry.pid)) max = Math.max(max, entry.maxUss);
+    return max;
+  }
+
   /** Peak RSS of each process seen, by pid. */
   rssByPid(): Map<number, number> {
     const byPid = new Map<number, number>();
@@ -225,5 +255,22 @@ export class TreeSampler {
   changes(): { appeared: number; vanished: number } {
     const seen = [...this.seen.values()];
     return { appeared: seen.filter((s) => s.first > 0).length, vanished: seen.filter((s) => s.last < this.samples - 1).length };
+  }
+}
+
+/**
+ * Unique set size in bytes: Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup. RSS also
+ * counts the pages of the node binary and libraries every Node process shares through the page
+ * cache (~35 MB in a bare node, ~50 MB once pg and pg-boss have run); USS is what one more child
+ * adds to the machine.
+ */
+function readUssBytes(pid: number): number | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    let kb = 0;
+    for (const match of text.matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB/gm)) kb += Number(match[1]);
+    return kb * 1024;
+  } catch {
+    return undefined;
   }
 }
