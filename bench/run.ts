@@ -2,6 +2,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { archiveScale } from './archive-scale.ts';
 import { embedding } from './embedding.ts';
+import { fullPath } from './full-path.ts';
 import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
 import { jobOverhead } from './job-overhead.ts';
@@ -17,7 +18,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, pm2, idle, archiveScale, queueScale, embedding];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, pm2, idle, archiveScale, queueScale, embedding, fullPath];
 
 function usage(): string {
   return [
