@@ -43,9 +43,18 @@ interface Measured {
   readonly xactsPerJob: number;
 }
 
+/**
+ * `backlog`: every job sent in one transaction before the workers start on them (throughput).
+ * `trickle`: one job per transaction, TRICKLE_GAP_MS apart, so most workers are idle when a job
+ * arrives and every send's NOTIFY wakes all of them (what transactions per job cost then).
+ */
+type Load = 'backlog' | 'trickle';
+
+const TRICKLE_GAP_MS = 50;
+
 interface Side {
   readonly name: string;
-  run(harness: Harness, workers: number, jobs: number): Promise<Measured>;
+  run(harness: Harness, workers: number, jobs: number, load: Load): Promise<Measured>;
 }
 
 export const queueScale: Benchmark = {
@@ -53,19 +62,23 @@ export const queueScale: Benchmark = {
   description: 'queue path, N jobs at 4 and 16 workers: Loreley vs raw pg-boss vs graphile-worker (jobs/s, CPU, transactions)',
   async run(harness) {
     const jobs = harness.pick(2000, 300);
+    const trickleJobs = harness.pick(200, 60);
     const rows: Row[] = [];
+    const sandboxed = loreleySide('namespace');
     for (const workers of [4, 16]) {
       const results = new Map<string, Measured>();
-      for (const side of [loreleySide, pgBossSide, graphileSide]) {
+      // The sandbox (bubblewrap, Loreley's default) is measured once, beside the same path without it.
+      const sides = workers === 4 ? [unsandboxed, sandboxed, pgBossSide, graphileSide] : [unsandboxed, pgBossSide, graphileSide];
+      for (const side of sides) {
         harness.progress(`${workers} workers, ${jobs} jobs: ${side.name}`);
-        const measured = await side.run(harness, workers, jobs);
+        const measured = await side.run(harness, workers, jobs, 'backlog');
         harness.progress(
           `${side.name}: ${measured.jobsPerSecond.toFixed(1)} jobs/s, ${measured.cpuMsPerJob.toFixed(1)} worker CPU-ms/job, ${measured.databaseCpuMsPerJob.toFixed(1)} database CPU-ms/job, ${measured.xactsPerJob.toFixed(1)} transactions/job`,
         );
         results.set(side.name, measured);
         await harness.stopProcesses();
       }
-      const loreley = results.get('Loreley')!;
+      const loreley = results.get(unsandboxed.name)!;
       const boss = results.get('raw pg-boss')!;
       const graphile = results.get('graphile-worker')!;
       const rate = (m: Measured) => `${m.jobsPerSecond.toFixed(1)} jobs/s`;
@@ -76,7 +89,38 @@ export const queueScale: Benchmark = {
         { benchmark: `queue path ${workers} workers: database CPU per job`, loreley: `${loreley.databaseCpuMsPerJob.toFixed(1)} ms`, baseline: `pg-boss ${boss.databaseCpuMsPerJob.toFixed(1)} ms, graphile ${graphile.databaseCpuMsPerJob.toFixed(1)} ms`, ratio: ratio(loreley.databaseCpuMsPerJob, boss.databaseCpuMsPerJob), target: '', pass: undefined },
         { benchmark: `queue path ${workers} workers: transactions per job`, loreley: loreley.xactsPerJob.toFixed(1), baseline: `pg-boss ${boss.xactsPerJob.toFixed(1)}, graphile ${graphile.xactsPerJob.toFixed(1)}`, ratio: ratio(loreley.xactsPerJob, boss.xactsPerJob), target: '≤ 6', pass: loreley.xactsPerJob <= 6 },
       );
+      const withSandbox = results.get(sandboxed.name);
+      if (withSandbox) {
+        rows.push({
+          benchmark: `queue path ${workers} workers: Loreley's default sandbox (bubblewrap) vs none`,
+          loreley: `${rate(withSandbox)}, ${withSandbox.cpuMsPerJob.toFixed(1)} worker CPU-ms/job`,
+          baseline: `${rate(loreley)}, ${loreley.cpuMsPerJob.toFixed(1)} ms`,
+          ratio: ratio(withSandbox.jobsPerSecond, loreley.jobsPerSecond),
+          target: '',
+          pass: undefined,
+        });
+      }
     }
+    // The NOTIFY herd: with 16 idle workers, every send wakes all of them and each fetches.
+    const trickle = new Map<string, Measured>();
+    for (const side of [unsandboxed, pgBossSide, graphileSide]) {
+      harness.progress(`16 idle workers, ${trickleJobs} jobs sent one at a time ${TRICKLE_GAP_MS} ms apart: ${side.name}`);
+      const measured = await side.run(harness, 16, trickleJobs, 'trickle');
+      harness.progress(`${side.name}: ${measured.xactsPerJob.toFixed(1)} transactions/job, ${measured.cpuMsPerJob.toFixed(1)} worker CPU-ms/job, ${measured.databaseCpuMsPerJob.toFixed(1)} database CPU-ms/job`);
+      trickle.set(side.name, measured);
+      await harness.stopProcesses();
+    }
+    const loreley = trickle.get(unsandboxed.name)!;
+    const boss = trickle.get('raw pg-boss')!;
+    const graphile = trickle.get('graphile-worker')!;
+    rows.push({
+      benchmark: `queue path 16 idle workers, jobs sent one at a time: transactions per job`,
+      loreley: loreley.xactsPerJob.toFixed(1),
+      baseline: `pg-boss ${boss.xactsPerJob.toFixed(1)}, graphile ${graphile.xactsPerJob.toFixed(1)}`,
+      ratio: ratio(loreley.xactsPerJob, boss.xactsPerJob),
+      target: '≤ 6',
+      pass: loreley.xactsPerJob <= 6,
+    });
     return rows;
   },
 };
@@ -158,61 +202,87 @@ async function measure(harness: Harness, options: {
   return { jobsPerSecond: options.jobs / seconds, cpuMsPerJob: cpu / options.jobs, databaseCpuMsPerJob: databaseCpu / options.jobs, xactsPerJob: xacts / options.jobs };
 }
 
-const loreleySide: Side = {
-  name: 'Loreley',
-  async run(harness, workers, jobs) {
-    const experiment = await createExperiment(harness, {
-      label: `queue${workers}`,
-      commands: { agent: ['true'], evaluator: COMMAND },
-    });
-    try {
-      const procs: Proc[] = [];
-      const profileDir = process.env.LORELEY_BENCH_CPU_PROF;
-      const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
-      for (let i = 0; i < workers; i += 1) {
-        const id = `queue-worker-${i + 1}`;
-        procs.push(harness.spawn(id, [...profile, path.join(FIXTURES, 'loreley-queue-worker.mjs'), id], { env: experiment.env, cwd: experiment.root }));
-      }
-      const experimentId = experiment.settings.experiment.uuid;
-      return await measure(harness, {
-        url: experiment.databaseUrl,
-        procs,
-        jobs,
-        ready: async () => {
-          const { rows } = await experiment.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM workers WHERE experiment_id = $1 AND state = 'idle'`, [experimentId]);
-          return rows[0].n >= workers;
-        },
-        enqueue: () =>
+/**
+ * Loreley's worker. `none`: no sandbox, the command the baselines run (Loreley still starts it in
+ * a PID namespace of its own, its containment minimum); `namespace`: Loreley's default, the
+ * command inside bubblewrap.
+ */
+function loreleySide(sandbox: 'none' | 'namespace'): Side {
+  return {
+    name: sandbox === 'none' ? 'Loreley' : 'Loreley, sandboxed',
+    run: (harness, workers, jobs, load) => runLoreley(harness, workers, jobs, load, sandbox),
+  };
+}
+
+const unsandboxed = loreleySide('none');
+
+async function runLoreley(harness: Harness, workers: number, jobs: number, load: Load, sandbox: 'none' | 'namespace'): Promise<Measured> {
+  const experiment = await createExperiment(harness, {
+    label: `queue${workers}${load}${sandbox}`,
+    commands: { agent: ['true'], evaluator: COMMAND },
+    env: { WORKER_SANDBOX: sandbox },
+  });
+  try {
+    const procs: Proc[] = [];
+    const profileDir = process.env.LORELEY_BENCH_CPU_PROF;
+    const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
+    for (let i = 0; i < workers; i += 1) {
+      const id = `queue-worker-${i + 1}`;
+      procs.push(harness.spawn(id, [...profile, path.join(FIXTURES, 'loreley-queue-worker.mjs'), id], { env: experiment.env, cwd: experiment.root }));
+    }
+    const experimentId = experiment.settings.experiment.uuid;
+    return await measure(harness, {
+      url: experiment.databaseUrl,
+      procs,
+      jobs,
+      ready: async () => {
+        const { rows } = await experiment.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM workers WHERE experiment_id = $1 AND state = 'idle'`, [experimentId]);
+        return rows[0].n >= workers;
+      },
+      enqueue: () =>
+        inTransactions(load, jobs, (count) =>
           withTransaction(experiment.pool, async (client) => {
             const { rows } = await client.query<{ id: string }>(
               `INSERT INTO evolution_jobs (experiment_id, kind, base_commit)
-               SELECT $1, 'baseline', md5('queue' || i) || '00000000' FROM generate_series(1, $2) AS i RETURNING id`,
-              [experimentId, jobs],
+               SELECT $1, 'baseline', md5(random()::text || i) || '00000000' FROM generate_series(1, $2) AS i RETURNING id`,
+              [experimentId, count],
             );
             for (const row of rows) await markQueued(client, row.id, await sendEvolutionJob(experiment.boss, experiment.settings.queue.name, { id: row.id, priority: 0 }, client));
           }),
-        done: async () => {
-          const { rows } = await experiment.pool.query<{ n: number; failed: number }>(
-            `SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'failed')::int AS failed FROM evolution_jobs WHERE experiment_id = $1 AND status IN ('succeeded', 'failed')`,
-            [experimentId],
-          );
-          if (rows[0].failed > 0) {
-            const { rows: errors } = await experiment.pool.query<{ e: string }>(`SELECT last_error AS e FROM evolution_jobs WHERE status = 'failed' LIMIT 1`);
-            throw new Error(`a Loreley job failed: ${errors[0]?.e}`);
-          }
-          return rows[0].n;
-        },
-      });
-    } finally {
-      await experiment.close();
-    }
-  },
-};
+        ),
+      done: async () => {
+        const { rows } = await experiment.pool.query<{ n: number; failed: number }>(
+          `SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'failed')::int AS failed FROM evolution_jobs WHERE experiment_id = $1 AND status IN ('succeeded', 'failed')`,
+          [experimentId],
+        );
+        if (rows[0].failed > 0) {
+          const { rows: errors } = await experiment.pool.query<{ e: string }>(`SELECT last_error AS e FROM evolution_jobs WHERE status = 'failed' LIMIT 1`);
+          throw new Error(`a Loreley job failed: ${errors[0]?.e}`);
+        }
+        return rows[0].n;
+      },
+    });
+  } finally {
+    await experiment.close();
+  }
+}
+
+/** Sends `jobs` jobs by `send(count)`: all in one call (backlog), or one at a time TRICKLE_GAP_MS apart. */
+async function inTransactions(load: Load, jobs: number, send: (count: number) => Promise<unknown>): Promise<void> {
+  if (load === 'backlog') {
+    await send(jobs);
+    return;
+  }
+  for (let i = 0; i < jobs; i += 1) {
+    if (i > 0) await sleep(TRICKLE_GAP_MS);
+    await send(1);
+  }
+}
 
 const pgBossSide: Side = {
   name: 'raw pg-boss',
-  async run(harness, workers, jobs) {
-    const url = await harness.createDatabase(`pgboss${workers}`);
+  async run(harness, workers, jobs, load) {
+    const url = await harness.createDatabase(`pgboss${workers}${load}`);
     const schema = 'pgboss';
     const queue = 'bench-throughput';
     const boss = new PgBoss({ connectionString: url, schema, max: 3, useListenNotify: true, supervise: false, schedule: false, migrate: true, registerInstance: false });
@@ -239,9 +309,7 @@ const pgBossSide: Side = {
         procs,
         jobs,
         ready: async () => ready >= workers,
-        enqueue: async () => {
-          await boss.insert(queue, Array.from({ length: jobs }, () => ({ data: {} })));
-        },
+        enqueue: () => inTransactions(load, jobs, (count) => boss.insert(queue, Array.from({ length: count }, () => ({ data: {} })))),
         done: async () => {
           const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${schema}.job WHERE name = $1 AND state = 'completed'`, [queue]);
           return rows[0].n;
@@ -256,8 +324,8 @@ const pgBossSide: Side = {
 
 const graphileSide: Side = {
   name: 'graphile-worker',
-  async run(harness, workers, jobs) {
-    const url = await harness.createDatabase(`graphile${workers}`);
+  async run(harness, workers, jobs, load) {
+    const url = await harness.createDatabase(`graphile${workers}${load}`);
     const utils = await makeWorkerUtils({ connectionString: url });
     await utils.migrate();
     const procs: Proc[] = [];
@@ -280,9 +348,7 @@ const graphileSide: Side = {
         procs,
         jobs,
         ready: async () => ready >= workers,
-        enqueue: async () => {
-          await utils.addJobs(Array.from({ length: jobs }, () => ({ identifier: 'job', payload: {} })));
-        },
+        enqueue: () => inTransactions(load, jobs, (count) => utils.addJobs(Array.from({ length: count }, () => ({ identifier: 'job', payload: {} })))),
         done: async () => {
           const { rows } = await pool.query<{ n: number; failed: number }>(
             `SELECT count(*)::int AS n, count(*) FILTER (WHERE last_error IS NOT NULL)::int AS failed FROM graphile_worker.jobs`,
