@@ -31,10 +31,13 @@ import { ms, ratio, summary, type Benchmark, type Row } from './harness.ts';
  *   tick(1,000)). Baseline: the same tick at 100 elites.
  * - **ingestion**: `MapElitesArchive.ingest` of a succeeded job whose commit vector is stored
  *   (no git: the bench measures the bookkeeping), median over 20 jobs (8 with --quick).
- * - **refit**: `MapElitesArchive.refit()` (fit the PCA on up to 4,096 recent vectors, re-project
- *   and re-place every elite) against the PCA fit alone on the same samples, measured in the same
- *   run. Target: ≤ 2 s at 10,000 elites. Also the wall time of a tick started 20 ms into the refit
- *   (what the refit's transaction holds up): target ≤ one tick beyond its own (≤ 2× the tick).
+ * - **refit**: the scheduler's refit off the tick (`MapElitesArchive.startRefit`: read up to 4,096
+ *   recent vectors, fit the PCA in a worker thread, re-place every elite in memory; then the next
+ *   ingest stage applies it in one transaction), from its start until it is applied, while ticks
+ *   run back to back; against the PCA fit alone on the same samples, measured in the same run.
+ *   Target: ≤ 2 s at 10,000 elites. The slowest tick while it computes and the tick that applies
+ *   it: target ≤ one tick beyond its own (≤ 2× the tick at 10,000 elites). Also the inline refit
+ *   (`refit()`, what `ingest` does when called outside the scheduler, e.g. by a replay).
  */
 
 const SCALES = [100, 1000, 10_000] as const;
@@ -62,6 +65,8 @@ export const archiveScale: Benchmark = {
       LORELEY_DATA_DIR: path.join(root, 'data'),
       LOGS_BASE_DIR: root,
       LOG_CONSOLE: 'false',
+      // The grid the figures are about: a CVT of the default 128 cells holds at most 512 elites.
+      MAPELITES_ARCHIVE_TYPE: 'grid',
       MAPELITES_ISLANDS: String(ISLANDS),
       MAPELITES_DIMENSION_REDUCTION_TARGET_DIMS: String(DIMS),
       MAPELITES_ARCHIVE_CELLS_PER_DIM: String(CELLS_PER_DIM),
@@ -177,19 +182,30 @@ export const archiveScale: Benchmark = {
         target: '',
         pass: undefined,
       });
+      const inlineStarted = performance.now();
+      const inline = await archive.refit();
+      const inlineMs = performance.now() - inlineStarted;
+      harness.progress(`inline refit ${ms(inlineMs)} (${inline.elites} elites, ${inline.moved} moved, ${inline.dropped} dropped)`);
+
+      // Off the tick, as the scheduler runs it: ticks go on back to back until it is applied.
+      const ingestionCount = Number((await pool.query<{ n: number }>('SELECT ingestions AS n FROM archive_state WHERE experiment_id = $1', [experimentId])).rows[0].n);
       const refitStarted = performance.now();
-      const refitDone = archive.refit();
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      const blockedStarted = performance.now();
-      await tick(context, rootCommit);
-      const blockedMs = performance.now() - blockedStarted;
-      const refit = await refitDone;
-      const refitMs = performance.now() - refitStarted;
-      await removeScheduled(pool, experimentId);
-      harness.progress(`refit ${ms(refitMs)} (${refit.elites} elites, ${refit.moved} moved, ${refit.dropped} dropped); PCA fit alone ${ms(fitMs)}; a tick during it ${ms(blockedMs)}`);
+      archive.startRefit(ingestionCount);
+      const during: number[] = [];
+      let refitMs = 0;
+      while (archive.refitPending) {
+        const started = performance.now();
+        await tick(context, rootCommit);
+        during.push(performance.now() - started);
+        if (!archive.refitPending) refitMs = performance.now() - refitStarted;
+        await removeScheduled(pool, experimentId);
+      }
+      const applyTick = during.at(-1)!;
+      const slowestWhileComputing = Math.max(0, ...during.slice(0, -1));
+      harness.progress(`refit off the tick ${ms(refitMs)}; ${during.length} ticks meanwhile (${during.map((t) => t.toFixed(0)).join(', ')} ms), the last applied it; PCA fit alone ${ms(fitMs)}`);
       const tickTen = tickAt.get(10_000)!;
       rows.push({
-        benchmark: `refit, ${refit.elites.toLocaleString('en')} elites`,
+        benchmark: `refit off the tick, ${inline.elites.toLocaleString('en')} elites (start → applied)`,
         loreley: ms(refitMs),
         baseline: `PCA fit alone ${ms(fitMs)}`,
         ratio: ratio(refitMs, fitMs),
@@ -197,12 +213,28 @@ export const archiveScale: Benchmark = {
         pass: refitMs <= 2000,
       });
       rows.push({
-        benchmark: 'tick started during the refit',
-        loreley: ms(blockedMs),
+        benchmark: 'inline refit (a replay, or ingest() outside the scheduler)',
+        loreley: ms(inlineMs),
+        baseline: `PCA fit alone ${ms(fitMs)}`,
+        ratio: ratio(inlineMs, fitMs),
+        target: '',
+        pass: undefined,
+      });
+      rows.push({
+        benchmark: 'slowest tick while the refit computes',
+        loreley: ms(slowestWhileComputing),
         baseline: `tick ${ms(tickTen)} at 10,000 elites`,
-        ratio: ratio(blockedMs, tickTen),
+        ratio: ratio(slowestWhileComputing, tickTen),
         target: '≤ 2× (held ≤ one tick)',
-        pass: blockedMs <= 2 * tickTen,
+        pass: slowestWhileComputing <= 2 * tickTen,
+      });
+      rows.push({
+        benchmark: 'the tick that applies the refit',
+        loreley: ms(applyTick),
+        baseline: `tick ${ms(tickTen)} at 10,000 elites`,
+        ratio: ratio(applyTick, tickTen),
+        target: '≤ 2× (held ≤ one tick)',
+        pass: applyTick <= 2 * tickTen,
       });
       return rows;
     } finally {
@@ -223,7 +255,7 @@ async function tick(context: SchedulerContext, root: string): Promise<void> {
 /** The parts of a tick that grow with the archive and the job table, timed alone (one run each). */
 async function whereTimeGoes(context: SchedulerContext): Promise<string> {
   const parts: Array<[string, () => Promise<unknown>]> = [
-    ['listElites', () => listElites(context.pool, context.experimentId)],
+    ['listElites (what a tick no longer reads)', () => listElites(context.pool, context.experimentId)],
     ['countEvolutionJobs', () => countEvolutionJobs(context.pool, context.experimentId)],
     ['countUnfinished', () => countUnfinished(context.pool, context.experimentId)],
     ['listAwaitingIngestion', () => listAwaitingIngestion(context.pool, context.experimentId, 16)],
@@ -234,6 +266,7 @@ async function whereTimeGoes(context: SchedulerContext): Promise<string> {
     await fn();
     out.push(`${name} ${ms(performance.now() - started)}`);
   }
+  out.push(`elites read ${context.archive.elites.loads} times so far`);
   return out.join(', ');
 }
 

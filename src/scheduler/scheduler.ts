@@ -206,10 +206,13 @@ export class EvolutionScheduler {
 
   /**
    * A budget (jobs or cost) is spent, every job has finished and every success has been ingested;
-   * or the run was stopped (it ends at once: jobs in flight are handed back by the drain).
+   * or the run was stopped (it ends at once: jobs in flight are handed back by the drain). Not
+   * while a refit is pending: the next ticks apply it first.
    */
   async isFinished(): Promise<boolean> {
-    return this.stop !== undefined || experimentIsDone(this.context);
+    if (this.stop !== undefined) return true;
+    // A refit due at the last ingestion is applied before the end, as an inline one would be.
+    return !this.archive.refitPending && experimentIsDone(this.context);
   }
 
   /** Ends the experiment once (`finish.ts`); a failed attempt may be tried again. */

@@ -1,11 +1,12 @@
 import {
   bestElite, countCommitEmbeddings, countElitesByIsland, countIngestion, deleteElites, getArchiveState,
-  getCommitEmbeddings, insertElites, listElites, lockArchiveState, lockElite, recentCommitEmbeddings, saveProjection, topElites, upsertElite,
+  getCommitEmbeddings, insertElites, listElites, lockArchiveState, lockArchiveVersion, lockElite, readArchiveVersion, recentCommitEmbeddings, saveProjection, topElites, upsertElite,
   type Elite,
 } from '../../shared/db/archive.ts';
 import { recordIngestion, type EvolutionJob } from '../../shared/db/jobs.ts';
 import { withTransaction, type Pool, type Queryable } from '../../shared/db/pool.ts';
 import { getMetrics } from '../../shared/db/results.ts';
+import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import pLimit from 'p-limit';
 import type { ArchiveSettings } from '../../shared/settings/archive.ts';
@@ -14,8 +15,11 @@ import type { BehaviorDescriptor } from './descriptor.ts';
 import { EmbeddingDescriptor } from './descriptor.ts';
 import { seedFromString } from '../random.ts';
 import { CvtTessellation, fitCentroids, GridTessellation, type PointModel, type Tessellation } from './cvt.ts';
+import { EliteMirror } from './elites.ts';
+import { fitProjection, type FitInput, type StoredProjection } from './fit.ts';
+import { fitInThread } from './fit-thread.ts';
 import { cellKey } from './grid.ts';
-import { fitWhitenedPca, isWhitenedPca, type WhitenedPca } from './projection.ts';
+import { isWhitenedPca } from './projection.ts';
 
 /** Where an ingestion put a candidate, as recorded on the job (`ingestion_cell`). */
 export interface Placement {
@@ -68,9 +72,40 @@ export interface ArchiveOptions {
 }
 
 const FIT_SAMPLE_LIMIT = 4096;
+/** Off the tick, a refit reads and projects the elites' vectors this many commits at a time. */
+const REPLACE_SLICE = 1000;
 
-/** The stored projection, with the CVT centroids refitted alongside it. */
-type StoredProjection = WhitenedPca & { readonly centroids?: number[][] };
+/**
+ * How `ingest` handles a refit that falls due: `inline` fits and applies it before returning (the
+ * default); `defer` starts it off the tick (`refitPending`) for the scheduler to apply later with
+ * `applyPendingRefit`; `none` leaves it out (a replay that applies recorded models itself).
+ */
+export type RefitMode = 'inline' | 'defer' | 'none';
+
+/** A refit prepared off the tick: the model, and the elites re-placed under it from a snapshot. */
+interface PreparedRefit {
+  readonly model: StoredProjection;
+  readonly samples: number;
+  /** The elites' version the re-placement was computed from; applied as is only if still current. */
+  readonly version: string;
+  readonly placement: Replacement;
+}
+
+interface Replacement {
+  readonly placed: Array<Omit<Elite, 'experimentId'>>;
+  readonly elites: number;
+  readonly moved: number;
+  readonly dropped: number;
+}
+
+/** A refit due at ingestion `at`, computing or being written; the migration due at `at` waits for it too. */
+interface PendingRefit {
+  readonly at: number;
+  readonly migrate: boolean;
+  readonly started: number;
+  settled: boolean;
+  readonly result: Promise<RefitSummary | Error>;
+}
 
 /**
  * A MAP-Elites archive per island in Postgres: one elite per cell, replaced only by a strictly
@@ -88,6 +123,9 @@ export class MapElitesArchive {
   private readonly ensureCommit: (commit: string) => Promise<void>;
   /** Cells of behaviour space: the grid, or the CVT's centroids (refitted with the projection). */
   tessellation: Tessellation;
+  /** The elites in memory, for the schedule stage (see elites.ts). */
+  readonly elites: EliteMirror;
+  private pending: PendingRefit | undefined;
 
   constructor(options: ArchiveOptions) {
     this.pool = options.pool;
@@ -97,6 +135,7 @@ export class MapElitesArchive {
     this.seed = options.seed;
     this.logger = options.logger;
     this.ensureCommit = options.ensureCommit ?? (async () => undefined);
+    this.elites = new EliteMirror(this.experimentId);
     this.tessellation = this.settings.archiveType === 'cvt'
       ? new CvtTessellation(fitCentroids(this.settings.cells, this.descriptor.dimensions, this.cvtSeed, this.pointModel()))
       : new GridTessellation(this.settings.cellsPerDim, this.descriptor.dimensions);
@@ -142,8 +181,11 @@ export class MapElitesArchive {
     return this.tessellation.cellOf(descriptor);
   }
 
-  /** Places a candidate in one island's grid inside the caller's transaction. */
-  async place(db: Queryable, island: number, candidate: Candidate): Promise<Placement> {
+  /**
+   * Places a candidate in one island's grid inside the caller's transaction; an elite it placed
+   * is appended to `placedOut` (for the in-memory elites once the transaction commits).
+   */
+  async place(db: Queryable, island: number, candidate: Candidate, placedOut?: Elite[]): Promise<Placement> {
     const cell = this.cellFor(candidate.descriptor);
     const key = cellKey(cell);
     const incumbent = await lockElite(db, this.experimentId, island, key);
@@ -154,10 +196,12 @@ export class MapElitesArchive {
     if (incumbent && !this.isBetter(candidate.fitness, incumbent.fitness)) {
       return { ...base, placed: false, delta: this.improvement(candidate.fitness, incumbent.fitness), incumbent: { commit: incumbent.commitHash, fitness: incumbent.fitness } };
     }
-    await upsertElite(db, {
+    const elite: Elite = {
       experimentId: this.experimentId, island, cellKey: key, cell, descriptor: candidate.descriptor,
       commitHash: candidate.commit, jobId: candidate.jobId, fitness: candidate.fitness, source: candidate.source,
-    });
+    };
+    await upsertElite(db, elite);
+    placedOut?.push(elite);
     return {
       ...base,
       placed: true,
@@ -204,9 +248,12 @@ export class MapElitesArchive {
   /**
    * Ingests a succeeded job. The baseline goes into every island, so each starts from the root;
    * an evolution job into its own island. Throws when the candidate cannot be described (the
-   * caller records that as a failed ingestion).
+   * caller records that as a failed ingestion). A refit falling due here is handled as `refit`
+   * says (see RefitMode); a refit still pending from an earlier ingestion is applied first, so
+   * every refit lands between the ingestion it was due at and the next.
    */
-  async ingest(job: EvolutionJob): Promise<IngestionOutcome> {
+  async ingest(job: EvolutionJob, options: { readonly refit?: RefitMode } = {}): Promise<IngestionOutcome> {
+    if (this.pending) await this.applyPendingRefit({ wait: true });
     const commit = job.resultCommit ?? job.baseCommit;
     const metricRows = await getMetrics(this.pool, this.experimentId, commit);
     const metrics = new Map(metricRows.map((row) => [row.name, row.value]));
@@ -220,10 +267,14 @@ export class MapElitesArchive {
     const islands = baseline ? Array.from({ length: this.settings.islands }, (_, i) => i) : [job.island % this.settings.islands];
     const candidate: Candidate = { commit, jobId: job.id, fitness, descriptor: description.descriptor, source: baseline ? 'baseline' : 'ingestion' };
 
-    const { placements, ingestions } = await withTransaction(this.pool, async (client) => {
-      const placements: Placement[] = [];
-      for (const island of islands) placements.push(await this.place(client, island, candidate));
+    const placedElites: Elite[] = [];
+    const { placements, ingestions, before, after } = await withTransaction(this.pool, async (client) => {
+      // The version row first (every writer of the elites takes it before the state row): which
+      // elites this transaction builds on.
+      const version = await lockArchiveVersion(client, this.experimentId);
       await lockArchiveState(client, this.experimentId, this.seed);
+      const placements: Placement[] = [];
+      for (const island of islands) placements.push(await this.place(client, island, candidate, placedElites));
       const ingestions = await countIngestion(client, this.experimentId);
       const placed = placements.some((placement) => placement.placed);
       const reason = describeOutcome(this.settings.fitnessMetric, fitness, placements, [note, ...description.notes]);
@@ -235,97 +286,216 @@ export class MapElitesArchive {
         reason,
         sequence: ingestions,
       });
-      return { placements, ingestions };
+      const after = placedElites.length > 0 ? ((await readArchiveVersion(client, this.experimentId)) ?? version) : version;
+      return { placements, ingestions, before: version, after };
     });
+    this.elites.committed(before, after, { placed: placedElites });
     const placed = placements.some((placement) => placement.placed);
     const outcome: IngestionOutcome = {
       jobId: job.id, commit, fitness, status: placed ? 'ingested' : 'rejected', placements,
       reason: describeOutcome(this.settings.fitnessMetric, fitness, placements, [note, ...description.notes]),
     };
-    const refit = await this.maybeRefit(ingestions);
-    const migrated = await this.maybeMigrate(ingestions);
-    return { ...outcome, ...(refit ? { refit } : {}), ...(migrated !== undefined ? { migrated } : {}) };
+    const mode = options.refit ?? 'inline';
+    const migrationDue = this.settings.islands >= 2 && ingestions % this.settings.migrationInterval === 0;
+    if (mode !== 'none' && (await this.refitDue(ingestions))) {
+      if (mode === 'defer') {
+        this.startRefit(ingestions, migrationDue);
+        return outcome;
+      }
+      const refit = await this.refit(ingestions);
+      const migrated = migrationDue ? await this.migrate() : undefined;
+      return { ...outcome, refit, ...(migrated !== undefined ? { migrated } : {}) };
+    }
+    const migrated = migrationDue ? await this.migrate() : undefined;
+    return { ...outcome, ...(migrated !== undefined ? { migrated } : {}) };
   }
 
-  private async maybeRefit(ingestions: number): Promise<RefitSummary | undefined> {
-    if (!(this.descriptor instanceof EmbeddingDescriptor)) return undefined;
+  private async refitDue(ingestions: number): Promise<boolean> {
+    if (!(this.descriptor instanceof EmbeddingDescriptor)) return false;
     const state = await getArchiveState(this.pool, this.experimentId);
     const fittedAt = state?.projectionFittedAt ?? null;
-    if (fittedAt !== null && ingestions - fittedAt < this.settings.refitInterval) return undefined;
+    if (fittedAt !== null && ingestions - fittedAt < this.settings.refitInterval) return false;
     const samples = await countCommitEmbeddings(this.pool, this.experimentId, this.descriptor.state.embedderId);
-    if (samples < this.settings.minFitSamples) return undefined;
-    return this.refit(ingestions);
+    return samples >= this.settings.minFitSamples;
+  }
+
+  /** A refit is computing off the tick (or computed, not yet applied): ingestion waits for it. */
+  get refitPending(): boolean {
+    return this.pending !== undefined;
   }
 
   /**
-   * Fits the whitened PCA on the most recent commit vectors, then re-projects every stored elite
-   * under it and places them again; when two elites land in one cell the better one stays.
+   * Starts the refit due at ingestion `at` off the tick: the samples and the elites are read, the
+   * PCA and k-means run in a worker thread (fit-thread.ts), the elites are re-placed in memory and
+   * written in one transaction, while the scheduler keeps dispatching and scheduling (that
+   * transaction holds the elites' version row, not the sampler's state row the schedule stage
+   * takes). The scheduler ingests nothing until `applyPendingRefit` finds it done, so the refit
+   * lands exactly between ingestion `at` and the next, as an inline refit would.
+   */
+  startRefit(at: number, migrate = false): void {
+    if (this.pending) throw new Error(`a refit (due at ingestion ${this.pending.at}) is already pending`);
+    const started = performance.now();
+    const pending: PendingRefit = {
+      at,
+      migrate,
+      started,
+      settled: false,
+      result: this.prepareRefit(true)
+        .then((prepared) => this.applyProjection(prepared.model, prepared))
+        .then(
+          (summary) => summary,
+          (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+        ),
+    };
+    void pending.result.then(() => {
+      pending.settled = true;
+    });
+    this.pending = pending;
+    this.logger?.info({ ingestions: at }, 'behaviour projection refit started off the tick (ingestion waits until it is applied)');
+  }
+
+  /**
+   * Ends the pending refit: once it is written, runs the migration that was due at its ingestion
+   * and returns true; returns false, without waiting, while it is still computing, unless `wait`.
+   * A refit that failed is logged and dropped: it falls due again at the next ingestion.
+   */
+  async applyPendingRefit(options: { readonly wait?: boolean } = {}): Promise<boolean> {
+    const pending = this.pending;
+    if (!pending) return true;
+    if (!pending.settled && !options.wait) return false;
+    const result = await pending.result;
+    this.pending = undefined;
+    if (result instanceof Error) {
+      this.logger?.warn({ err: result, ingestions: pending.at }, `behaviour projection refit failed (tried again at the next ingestion): ${errorMessage(result)}`);
+    } else {
+      this.logger?.info({ ...result, ingestions: pending.at, ms: Math.round(performance.now() - pending.started) }, 'behaviour projection refitted off the tick, elites re-projected');
+    }
+    if (pending.migrate) await this.migrate();
+    return true;
+  }
+
+  /**
+   * Fits the whitened PCA on the most recent commit vectors (and the CVT's centroids on their new
+   * coordinates), then re-projects every stored elite under it and places them again; when two
+   * elites land in one cell the better one stays. Inline: the fit runs on this thread.
    */
   async refit(ingestions?: number): Promise<RefitSummary> {
-    if (!(this.descriptor instanceof EmbeddingDescriptor)) throw new Error('only the embedding descriptor has a projection to refit');
-    const descriptor = this.descriptor;
-    const embedderId = descriptor.state.embedderId;
-    const dimensions = descriptor.dimensions;
-    const embedDims = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, 1))[0]?.vectorSum.length ?? 0;
-    const samples = (await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT)).map((e) => meanVector(e, embedDims));
-    const pca = fitWhitenedPca(samples, dimensions);
-    const count = ingestions ?? (await getArchiveState(this.pool, this.experimentId))?.ingestions ?? 0;
-    // The CVT's cells follow the population: centroids refitted on the commits' new coordinates.
-    const previous = this.tessellation;
-    let model: StoredProjection = pca;
-    if (this.settings.archiveType === 'cvt') {
-      const centroids = fitCentroids(this.settings.cells, dimensions, this.cvtSeed, this.pointModel(), samples.map((vector) => descriptor.project(vector, pca)));
-      model = { ...pca, centroids };
-      this.tessellation = new CvtTessellation(centroids);
-    }
-
-    const summary = await withTransaction(this.pool, async (client) => {
-      await lockArchiveState(client, this.experimentId, this.seed);
-      const elites = await listElites(client, this.experimentId);
-      const embeddings = await getCommitEmbeddings(client, this.experimentId, embedderId, [...new Set(elites.map((e) => e.commitHash))]);
-      const ordered = [...elites].sort((a, b) => (this.isBetter(a.fitness, b.fitness) ? -1 : this.isBetter(b.fitness, a.fitness) ? 1 : 0));
-      await deleteElites(client, this.experimentId);
-      // Placed in memory by place()'s rules, best first, then written in one statement: a query
-      // or two per elite held the archive lock for seconds at 10,000 elites.
-      const placed = new Map<string, Omit<Elite, 'experimentId'>>();
-      let moved = 0;
-      let dropped = 0;
-      for (const elite of ordered) {
-        const embedding = embeddings.get(elite.commitHash);
-        // An elite without a stored vector (it cannot happen for ingested commits) keeps its place.
-        const next = embedding ? descriptor.project(meanVector(embedding, embedDims), model) : elite.descriptor;
-        const cell = this.cellFor(next);
-        const key = cellKey(cell);
-        const slot = `${elite.island}:${key}`;
-        const incumbent = placed.get(slot);
-        if (incumbent && (incumbent.commitHash === elite.commitHash || !this.isBetter(elite.fitness, incumbent.fitness))) {
-          dropped += 1;
-          continue;
-        }
-        placed.set(slot, { island: elite.island, cellKey: key, cell, descriptor: next, commitHash: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, source: elite.source });
-        if (key !== elite.cellKey) moved += 1;
-      }
-      await insertElites(client, this.experimentId, [...placed.values()]);
-      await saveProjection(client, this.experimentId, model, count);
-      return { samples: samples.length, elites: elites.length, moved, dropped };
-    }).catch((error: unknown) => {
-      this.tessellation = previous;
-      throw error;
-    });
-    descriptor.projection = model;
-    this.logger?.info({ ...summary, ingestions: count }, 'behaviour projection refitted, elites re-projected');
+    const prepared = await this.prepareRefit(false);
+    const summary = await this.applyProjection(prepared.model, prepared);
+    this.logger?.info({ ...summary, ingestions: ingestions ?? null }, 'behaviour projection refitted, elites re-projected');
     return summary;
   }
 
-  private async maybeMigrate(ingestions: number): Promise<number | undefined> {
-    if (this.settings.islands < 2 || ingestions % this.settings.migrationInterval !== 0) return undefined;
-    return this.migrate();
+  private embeddingDescriptor(): EmbeddingDescriptor {
+    if (!(this.descriptor instanceof EmbeddingDescriptor)) throw new Error('only the embedding descriptor has a projection to refit');
+    return this.descriptor;
+  }
+
+  /**
+   * Reads the samples, fits the model (in a worker thread when `offTick`) and re-places a snapshot
+   * of the elites under it. Off the tick the work on this thread is cut in slices that let the
+   * tick's own work in between.
+   */
+  private async prepareRefit(offTick: boolean): Promise<PreparedRefit> {
+    const descriptor = this.embeddingDescriptor();
+    const embedderId = descriptor.state.embedderId;
+    const recent = await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT);
+    if (recent.length < 2) throw new Error('a PCA needs at least two samples');
+    const width = recent[0].vectorSum.length;
+    const samples = new Float64Array(recent.length * width);
+    recent.forEach((embedding, i) => samples.set(meanVector(embedding, width), i * width));
+    const input: FitInput = {
+      samples,
+      width,
+      dimensions: descriptor.dimensions,
+      clip: this.settings.clip,
+      ...(this.settings.archiveType === 'cvt' ? { cvt: { cells: this.settings.cells, seed: this.cvtSeed, model: this.pointModel() } } : {}),
+    };
+    const model = offTick ? await fitInThread(input) : fitProjection(input);
+    // The snapshot: the elites at the version stored now. Written as computed only if that version
+    // is still the stored one under the version row's lock (applyProjection).
+    const version = (await readArchiveVersion(this.pool, this.experimentId)) ?? '';
+    const byIsland = await this.elites.byIsland(this.pool, version || undefined);
+    const placement = await this.replace(this.pool, [...byIsland.values()].flat(), model, offTick);
+    return { model, samples: recent.length, version, placement };
+  }
+
+  /**
+   * Re-places every elite under `model` in one transaction holding the elites' version row: the
+   * elites are rewritten and the model stored as the projection (with the CVT's centroids), fitted
+   * at the ingestion count stored now. `prepared` is a re-placement computed beforehand from the
+   * elites at a version; it is used only if that version is still the stored one, otherwise the
+   * elites are read and re-placed here. Also how a replay applies a recorded model.
+   */
+  async applyProjection(model: StoredProjection, prepared?: Pick<PreparedRefit, 'version' | 'placement' | 'samples'>): Promise<RefitSummary> {
+    const descriptor = this.embeddingDescriptor();
+    const { placement, before, after } = await withTransaction(this.pool, async (client) => {
+      const version = await lockArchiveVersion(client, this.experimentId);
+      const placement = prepared && prepared.version === version
+        ? prepared.placement
+        : await this.replace(client, await listElites(client, this.experimentId), model, false);
+      await deleteElites(client, this.experimentId);
+      await insertElites(client, this.experimentId, placement.placed);
+      // The state row last and briefly: the schedule stage locks it every tick.
+      await saveProjection(client, this.experimentId, model);
+      const after = (await readArchiveVersion(client, this.experimentId)) ?? version;
+      return { placement, before: version, after };
+    });
+    if (this.settings.archiveType === 'cvt' && model.centroids) this.tessellation = new CvtTessellation(model.centroids);
+    descriptor.projection = model;
+    this.elites.committed(before, after, { all: placement.placed.map((elite) => ({ ...elite, experimentId: this.experimentId })) });
+    return { samples: prepared?.samples ?? model.samples, elites: placement.elites, moved: placement.moved, dropped: placement.dropped };
+  }
+
+  /**
+   * Where `elites` go under `model`: best first (ties by commit, island, cell key, so the result
+   * depends on the elites and the model alone), each into its island's cell by place()'s rules.
+   * Reads their commits' vectors with `db`; an elite without a stored vector keeps its descriptor.
+   * `yielding`: vectors are read and projected a slice at a time, yielding to the event loop.
+   */
+  private async replace(db: Queryable, elites: readonly Elite[], model: StoredProjection, yielding: boolean): Promise<Replacement> {
+    const descriptor = this.embeddingDescriptor();
+    const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
+    const commits = [...new Set(elites.map((e) => e.commitHash))];
+    const projected = new Map<string, number[]>();
+    const slice = yielding ? REPLACE_SLICE : commits.length;
+    for (let start = 0; start < commits.length; start += slice) {
+      const embeddings = await getCommitEmbeddings(db, this.experimentId, descriptor.state.embedderId, commits.slice(start, start + slice));
+      for (const [commit, embedding] of embeddings) projected.set(commit, descriptor.project(meanVector(embedding, embedding.vectorSum.length), model));
+      if (yielding) await new Promise((resolve) => setImmediate(resolve));
+    }
+    const ordered = [...elites].sort((a, b) => {
+      if (this.isBetter(a.fitness, b.fitness)) return -1;
+      if (this.isBetter(b.fitness, a.fitness)) return 1;
+      return compare(a.commitHash, b.commitHash) || a.island - b.island || compare(a.cellKey, b.cellKey);
+    });
+    // Placed in memory by place()'s rules, then written in one statement: a query or two per
+    // elite held the archive lock for seconds at 10,000 elites.
+    const placed = new Map<string, Omit<Elite, 'experimentId'>>();
+    let moved = 0;
+    let dropped = 0;
+    for (const elite of ordered) {
+      const next = projected.get(elite.commitHash) ?? elite.descriptor;
+      const cell = tessellation.cellOf(next);
+      const key = cellKey(cell);
+      const slot = `${elite.island}:${key}`;
+      const incumbent = placed.get(slot);
+      if (incumbent && (incumbent.commitHash === elite.commitHash || !this.isBetter(elite.fitness, incumbent.fitness))) {
+        dropped += 1;
+        continue;
+      }
+      placed.set(slot, { island: elite.island, cellKey: key, cell, descriptor: next, commitHash: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, source: elite.source });
+      if (key !== elite.cellKey) moved += 1;
+    }
+    return { placed: [...placed.values()], elites: elites.length, moved, dropped };
   }
 
   /** Each island sends its best elites to the next island of the ring; they stay only where better. */
   async migrate(): Promise<number> {
     const islands = this.settings.islands;
-    const migrated = await withTransaction(this.pool, async (client) => {
+    const placedElites: Elite[] = [];
+    const { migrated, before, after } = await withTransaction(this.pool, async (client) => {
+      const version = await lockArchiveVersion(client, this.experimentId);
       const emigrants: Elite[][] = [];
       for (let island = 0; island < islands; island++) {
         emigrants.push(await topElites(client, this.experimentId, island, this.settings.migrationSize, this.settings.fitnessHigherIsBetter));
@@ -334,12 +504,14 @@ export class MapElitesArchive {
       for (let island = 0; island < islands; island++) {
         const target = (island + 1) % islands;
         for (const elite of emigrants[island]) {
-          const placement = await this.place(client, target, { commit: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, descriptor: elite.descriptor, source: 'migration' });
+          const placement = await this.place(client, target, { commit: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, descriptor: elite.descriptor, source: 'migration' }, placedElites);
           if (placement.placed) placed += 1;
         }
       }
-      return placed;
+      const after = placedElites.length > 0 ? ((await readArchiveVersion(client, this.experimentId)) ?? version) : version;
+      return { migrated: placed, before: version, after };
     });
+    this.elites.committed(before, after, { placed: placedElites });
     this.logger?.info({ migrated, islands }, 'elites migrated around the island ring');
     return migrated;
   }
@@ -370,4 +542,8 @@ function describeOutcome(metric: string, fitness: number, placements: readonly P
   });
   const extra = notes.filter((note): note is string => Boolean(note));
   return [...parts, ...extra].join('; ');
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -138,6 +138,25 @@ export async function getArchiveState(db: Queryable, experimentId: string): Prom
   return rows[0];
 }
 
+/**
+ * The elites' version: changes with every statement writing them (migration 8's trigger); a
+ * bigint as text. Undefined while no elite was ever written.
+ */
+export async function readArchiveVersion(db: Queryable, experimentId: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ version: string }>('SELECT version::text AS version FROM archive_versions WHERE experiment_id = $1', [experimentId]);
+  return rows[0]?.version;
+}
+
+/**
+ * The elites' version, its row locked for the transaction: every writer of the elites takes it
+ * first (before the state row), so a writer knows which version it builds on.
+ */
+export async function lockArchiveVersion(db: Queryable, experimentId: string): Promise<string> {
+  await db.query('INSERT INTO archive_versions (experiment_id) VALUES ($1) ON CONFLICT (experiment_id) DO NOTHING', [experimentId]);
+  const { rows } = await db.query<{ version: string }>('SELECT version::text AS version FROM archive_versions WHERE experiment_id = $1 FOR UPDATE', [experimentId]);
+  return rows[0].version;
+}
+
 export async function saveSamplerState(db: Queryable, experimentId: string, rngState: number, nextIsland: number): Promise<void> {
   await db.query(
     'UPDATE archive_state SET rng_state = $2, next_island = $3, updated_at = now() WHERE experiment_id = $1',
@@ -154,11 +173,13 @@ export async function countIngestion(db: Queryable, experimentId: string): Promi
   return rows[0].ingestions;
 }
 
-export async function saveProjection(db: Queryable, experimentId: string, projection: unknown, fittedAt: number): Promise<void> {
-  await db.query(
-    'UPDATE archive_state SET projection = $2, projection_fitted_at = $3, updated_at = now() WHERE experiment_id = $1',
-    [experimentId, JSON.stringify(projection), fittedAt],
+/** Stores the fitted projection, fitted at the ingestion count stored now; returns that count. */
+export async function saveProjection(db: Queryable, experimentId: string, projection: unknown): Promise<number> {
+  const { rows } = await db.query<{ ingestions: number }>(
+    'UPDATE archive_state SET projection = $2, projection_fitted_at = ingestions, updated_at = now() WHERE experiment_id = $1 RETURNING ingestions',
+    [experimentId, JSON.stringify(projection)],
   );
+  return rows[0]?.ingestions ?? 0;
 }
 
 export interface CommitEmbedding {
