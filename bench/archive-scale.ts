@@ -185,7 +185,7 @@ export const archiveScale: Benchmark = {
       const inlineStarted = performance.now();
       const inline = await archive.refit();
       const inlineMs = performance.now() - inlineStarted;
-      harness.progress(`inline refit ${ms(inlineMs)} (${inline.elites} elites, ${inline.moved} moved, ${inline.dropped} dropped)`);
+      harness.progress(`inline refit ${ms(inlineMs)} (${inline.elites} elites, ${inline.moved} moved, ${inline.dropped} dropped; ms ${JSON.stringify(inline.ms)})`);
 
       // Off the tick, as the scheduler runs it: ticks go on back to back until it is applied.
       const ingestionCount = Number((await pool.query<{ n: number }>('SELECT ingestions AS n FROM archive_state WHERE experiment_id = $1', [experimentId])).rows[0].n);
@@ -202,7 +202,7 @@ export const archiveScale: Benchmark = {
       }
       const applyTick = during.at(-1)!;
       const slowestWhileComputing = Math.max(0, ...during.slice(0, -1));
-      harness.progress(`refit off the tick ${ms(refitMs)}; ${during.length} ticks meanwhile (${during.map((t) => t.toFixed(0)).join(', ')} ms), the last applied it; PCA fit alone ${ms(fitMs)}`);
+      harness.progress(`refit off the tick ${ms(refitMs)}; ${during.length} ticks meanwhile (${during.map((t) => t.toFixed(0)).join(', ')} ms), the last applied it; ms ${JSON.stringify(archive.lastRefit?.ms)}; PCA fit alone ${ms(fitMs)}`);
       const tickTen = tickAt.get(10_000)!;
       rows.push({
         benchmark: `refit off the tick, ${inline.elites.toLocaleString('en')} elites (start → applied)`,

@@ -49,6 +49,8 @@ export interface RefitSummary {
   readonly elites: number;
   readonly moved: number;
   readonly dropped: number;
+  /** Where the time went, in ms: reading the samples, fitting, re-placing the elites, writing them. */
+  readonly ms?: { readonly samples: number; readonly fit: number; readonly place: number; readonly write: number };
 }
 
 export interface Candidate {
@@ -78,14 +80,26 @@ const REPLACE_SLICE = 1000;
 /**
  * How `ingest` handles a refit that falls due: `inline` fits and applies it before returning (the
  * default); `defer` starts it off the tick (`refitPending`) for the scheduler to apply later with
- * `applyPendingRefit`; `none` leaves it out (a replay that applies recorded models itself).
+ * `applyPendingRefit`; `none` fits nothing (a replay, which passes the recorded models as `apply`).
  */
 export type RefitMode = 'inline' | 'defer' | 'none';
+
+export interface IngestOptions {
+  readonly refit?: RefitMode;
+  /**
+   * Models to apply (`applyProjection`, in order) right after this ingestion and before the
+   * migration due at it: where the run applied them. For a replay, with `refit: 'none'`.
+   */
+  readonly apply?: readonly StoredProjection[];
+}
+
+export type { StoredProjection };
 
 /** A refit prepared off the tick: the model, and the elites re-placed under it from a snapshot. */
 interface PreparedRefit {
   readonly model: StoredProjection;
   readonly samples: number;
+  readonly ms: { readonly samples: number; readonly fit: number; readonly place: number };
   /** The elites' version the re-placement was computed from; applied as is only if still current. */
   readonly version: string;
   readonly placement: Replacement;
@@ -126,6 +140,8 @@ export class MapElitesArchive {
   /** The elites in memory, for the schedule stage (see elites.ts). */
   readonly elites: EliteMirror;
   private pending: PendingRefit | undefined;
+  /** The last refit applied off the tick (the bench reads its timings). */
+  lastRefit: RefitSummary | undefined;
 
   constructor(options: ArchiveOptions) {
     this.pool = options.pool;
@@ -252,7 +268,7 @@ export class MapElitesArchive {
    * says (see RefitMode); a refit still pending from an earlier ingestion is applied first, so
    * every refit lands between the ingestion it was due at and the next.
    */
-  async ingest(job: EvolutionJob, options: { readonly refit?: RefitMode } = {}): Promise<IngestionOutcome> {
+  async ingest(job: EvolutionJob, options: IngestOptions = {}): Promise<IngestionOutcome> {
     if (this.pending) await this.applyPendingRefit({ wait: true });
     const commit = job.resultCommit ?? job.baseCommit;
     const metricRows = await getMetrics(this.pool, this.experimentId, commit);
@@ -297,6 +313,12 @@ export class MapElitesArchive {
     };
     const mode = options.refit ?? 'inline';
     const migrationDue = this.settings.islands >= 2 && ingestions % this.settings.migrationInterval === 0;
+    let applied: RefitSummary | undefined;
+    for (const model of options.apply ?? []) applied = await this.applyProjection(model);
+    if (applied) {
+      const migrated = migrationDue ? await this.migrate() : undefined;
+      return { ...outcome, refit: applied, ...(migrated !== undefined ? { migrated } : {}) };
+    }
     if (mode !== 'none' && (await this.refitDue(ingestions))) {
       if (mode === 'defer') {
         this.startRefit(ingestions, migrationDue);
@@ -365,6 +387,7 @@ export class MapElitesArchive {
     if (!pending.settled && !options.wait) return false;
     const result = await pending.result;
     this.pending = undefined;
+    if (!(result instanceof Error)) this.lastRefit = result;
     if (result instanceof Error) {
       this.logger?.warn({ err: result, ingestions: pending.at }, `behaviour projection refit failed (tried again at the next ingestion): ${errorMessage(result)}`);
     } else {
@@ -399,6 +422,7 @@ export class MapElitesArchive {
   private async prepareRefit(offTick: boolean): Promise<PreparedRefit> {
     const descriptor = this.embeddingDescriptor();
     const embedderId = descriptor.state.embedderId;
+    const started = performance.now();
     const recent = await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT);
     if (recent.length < 2) throw new Error('a PCA needs at least two samples');
     const width = recent[0].vectorSum.length;
@@ -411,13 +435,16 @@ export class MapElitesArchive {
       clip: this.settings.clip,
       ...(this.settings.archiveType === 'cvt' ? { cvt: { cells: this.settings.cells, seed: this.cvtSeed, model: this.pointModel() } } : {}),
     };
+    const read = performance.now();
     const model = offTick ? await fitInThread(input) : fitProjection(input);
+    const fitted = performance.now();
     // The snapshot: the elites at the version stored now. Written as computed only if that version
     // is still the stored one under the version row's lock (applyProjection).
     const version = (await readArchiveVersion(this.pool, this.experimentId)) ?? '';
     const byIsland = await this.elites.byIsland(this.pool, version || undefined);
     const placement = await this.replace(this.pool, [...byIsland.values()].flat(), model, offTick);
-    return { model, samples: recent.length, version, placement };
+    const ms = { samples: Math.round(read - started), fit: Math.round(fitted - read), place: Math.round(performance.now() - fitted) };
+    return { model, samples: recent.length, ms, version, placement };
   }
 
   /**
@@ -427,8 +454,9 @@ export class MapElitesArchive {
    * elites at a version; it is used only if that version is still the stored one, otherwise the
    * elites are read and re-placed here. Also how a replay applies a recorded model.
    */
-  async applyProjection(model: StoredProjection, prepared?: Pick<PreparedRefit, 'version' | 'placement' | 'samples'>): Promise<RefitSummary> {
+  async applyProjection(model: StoredProjection, prepared?: Pick<PreparedRefit, 'version' | 'placement' | 'samples' | 'ms'>): Promise<RefitSummary> {
     const descriptor = this.embeddingDescriptor();
+    const writing = performance.now();
     const { placement, before, after } = await withTransaction(this.pool, async (client) => {
       const version = await lockArchiveVersion(client, this.experimentId);
       const placement = prepared && prepared.version === version
@@ -444,7 +472,11 @@ export class MapElitesArchive {
     if (this.settings.archiveType === 'cvt' && model.centroids) this.tessellation = new CvtTessellation(model.centroids);
     descriptor.projection = model;
     this.elites.committed(before, after, { all: placement.placed.map((elite) => ({ ...elite, experimentId: this.experimentId })) });
-    return { samples: prepared?.samples ?? model.samples, elites: placement.elites, moved: placement.moved, dropped: placement.dropped };
+    const write = Math.round(performance.now() - writing);
+    return {
+      samples: prepared?.samples ?? model.samples, elites: placement.elites, moved: placement.moved, dropped: placement.dropped,
+      ...(prepared ? { ms: { ...prepared.ms, write } } : {}),
+    };
   }
 
   /**
