@@ -19,7 +19,7 @@ const MAX_INGESTION_ATTEMPTS = 3;
  */
 export async function ingestStage(context: SchedulerContext): Promise<Array<IngestionOutcome | Error>> {
   const { pool, logger, archive } = context;
-  if (!(await archive.applyPendingRefit())) {
+  if (!(await archive.applyPendingRefit()) || (await archive.resumeDueRefit())) {
     logger.debug('a behaviour projection refit is computing: ingestion waits for it');
     return [];
   }

@@ -33,12 +33,16 @@ export async function runSchedulerLoop(scheduler: EvolutionScheduler, options: S
       await options.onFinished?.(final);
       return { reason: 'finished', summary: final };
     }
-    if (options.once) return { reason: 'once', ticks };
+    if (options.once) {
+      await scheduler.settle();
+      return { reason: 'once', ticks };
+    }
     try {
       await sleep(options.pollIntervalSeconds * 1000, undefined, { signal: options.signal });
     } catch {
       break;
     }
   }
+  await scheduler.settle();
   return { reason: 'stopped', ticks };
 }

@@ -199,6 +199,19 @@ export class EvolutionScheduler {
     }
   }
 
+  /**
+   * Waits for a refit computing off the tick and applies it (with the migration due at its
+   * ingestion), so a scheduler that stops leaves the archive as a replay of its ingestions does.
+   * Called by the loop when it stops; a failure is logged, never thrown.
+   */
+  async settle(): Promise<void> {
+    try {
+      await this.archive.applyPendingRefit({ wait: true });
+    } catch (error) {
+      this.context.logger.warn({ err: error }, `the pending refit was not applied before stopping (the next scheduler applies it): ${errorMessage(error)}`);
+    }
+  }
+
   /** LORELEY_MAX_COST_USD is reached (`budget.ts`). */
   costBudgetExhausted(): Promise<boolean> {
     return costBudgetExhausted(this.context);

@@ -168,4 +168,30 @@ describe('refit off the tick', () => {
     const held = [...(await archive.elites.byIsland(fixture.pool, undefined)).values()].flat();
     sameElites(held, await listElites(fixture.pool, experimentId));
   });
+
+  test('a refit due at an ingestion whose scheduler stopped before applying it is applied by the next one before it ingests', async () => {
+    const died = await prepareExperiment('refit-resumed');
+    const { experimentId } = died.context;
+    const [job] = await listAwaitingIngestion(fixture.pool, experimentId, 1);
+    await died.archive.prepare(await listAwaitingIngestion(fixture.pool, experimentId, 10), 1);
+    // The ingestion committed, its refit never ran (the process was gone).
+    await died.archive.ingest(job, { refit: 'none' });
+    assert.equal((await getArchiveState(fixture.pool, experimentId))?.projectionFittedAt, null);
+
+    // The next scheduler: its own archive object over the same experiment.
+    const settings = died.settings;
+    const state = new RepositoryStateEmbedding({ db: fixture.pool, experimentId, repository: clone, embedder: new HashedNgramEmbedder(64), settings: settings.archive.embedding });
+    const archive = new MapElitesArchive({
+      pool: fixture.pool, experimentId, settings: settings.archive, descriptor: new EmbeddingDescriptor(settings.archive, state, undefined), seed: 1,
+      ensureCommit: async () => undefined,
+    });
+    await archive.open();
+    const context: SchedulerContext = { ...died.context, archive };
+    assert.deepEqual(await ingestStage(context), [], 'the first stage starts the refit and ingests nothing');
+    assert.ok(archive.refitPending);
+    await waitFor('the refit applied and ingestion going on', async () => (await ingestStage(context)).length > 0, 60_000, 20);
+    assert.equal((await getArchiveState(fixture.pool, experimentId))?.projectionFittedAt, 1, 'applied where it fell due');
+    const { rows } = await fixture.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM archive_refits WHERE experiment_id = $1', [experimentId]);
+    assert.equal(rows[0].n, 1);
+  });
 });

@@ -142,6 +142,8 @@ export class MapElitesArchive {
   private pending: PendingRefit | undefined;
   /** The last refit applied off the tick (the bench reads its timings). */
   lastRefit: RefitSummary | undefined;
+  /** The ingestion count whose refit failed off the tick: not started again at that count. */
+  private failedAt: number | undefined;
 
   constructor(options: ArchiveOptions) {
     this.pool = options.pool;
@@ -341,6 +343,19 @@ export class MapElitesArchive {
     return samples >= this.settings.minFitSamples;
   }
 
+  /**
+   * Starts off the tick a refit due at the stored ingestion count that was never applied (the
+   * scheduler that ingested it stopped or died first), so it still lands before the next
+   * ingestion. Returns whether one was started.
+   */
+  async resumeDueRefit(): Promise<boolean> {
+    if (this.pending || !(this.descriptor instanceof EmbeddingDescriptor)) return false;
+    const ingestions = (await getArchiveState(this.pool, this.experimentId))?.ingestions ?? 0;
+    if (ingestions === 0 || ingestions === this.failedAt || !(await this.refitDue(ingestions))) return false;
+    this.startRefit(ingestions);
+    return true;
+  }
+
   /** A refit is computing off the tick (or computed, not yet applied): ingestion waits for it. */
   get refitPending(): boolean {
     return this.pending !== undefined;
@@ -389,6 +404,7 @@ export class MapElitesArchive {
     this.pending = undefined;
     if (!(result instanceof Error)) this.lastRefit = result;
     if (result instanceof Error) {
+      this.failedAt = pending.at;
       this.logger?.warn({ err: result, ingestions: pending.at }, `behaviour projection refit failed (tried again at the next ingestion): ${errorMessage(result)}`);
     } else {
       this.logger?.info({ ...result, ingestions: pending.at, ms: Math.round(performance.now() - pending.started) }, 'behaviour projection refitted off the tick, elites re-projected');
@@ -427,7 +443,13 @@ export class MapElitesArchive {
     if (recent.length < 2) throw new Error('a PCA needs at least two samples');
     const width = recent[0].vectorSum.length;
     const samples = new Float64Array(recent.length * width);
-    recent.forEach((embedding, i) => samples.set(meanVector(embedding, width), i * width));
+    // Kept by commit: most elites are recent commits, whose vectors need not be read twice.
+    const known = new Map<string, number[]>();
+    recent.forEach((embedding, i) => {
+      const mean = meanVector(embedding, width);
+      known.set(embedding.commitHash, mean);
+      samples.set(mean, i * width);
+    });
     const input: FitInput = {
       samples,
       width,
@@ -442,7 +464,7 @@ export class MapElitesArchive {
     // is still the stored one under the version row's lock (applyProjection).
     const version = (await readArchiveVersion(this.pool, this.experimentId)) ?? '';
     const byIsland = await this.elites.byIsland(this.pool, version || undefined);
-    const placement = await this.replace(this.pool, [...byIsland.values()].flat(), model, offTick);
+    const placement = await this.replace(this.pool, [...byIsland.values()].flat(), model, offTick, known);
     const ms = { samples: Math.round(read - started), fit: Math.round(fitted - read), place: Math.round(performance.now() - fitted) };
     return { model, samples: recent.length, ms, version, placement };
   }
@@ -484,12 +506,14 @@ export class MapElitesArchive {
    * depends on the elites and the model alone), each into its island's cell by place()'s rules.
    * Reads their commits' vectors with `db`; an elite without a stored vector keeps its descriptor.
    * `yielding`: vectors are read and projected a slice at a time, yielding to the event loop.
+   * `known`: mean vectors already read, by commit.
    */
-  private async replace(db: Queryable, elites: readonly Elite[], model: StoredProjection, yielding: boolean): Promise<Replacement> {
+  private async replace(db: Queryable, elites: readonly Elite[], model: StoredProjection, yielding: boolean, known?: ReadonlyMap<string, number[]>): Promise<Replacement> {
     const descriptor = this.embeddingDescriptor();
     const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
-    const commits = [...new Set(elites.map((e) => e.commitHash))];
     const projected = new Map<string, number[]>();
+    for (const [commit, mean] of known ?? []) projected.set(commit, descriptor.project(mean, model));
+    const commits = [...new Set(elites.map((e) => e.commitHash))].filter((commit) => !projected.has(commit));
     const slice = yielding ? REPLACE_SLICE : commits.length;
     for (let start = 0; start < commits.length; start += slice) {
       const embeddings = await getCommitEmbeddings(db, this.experimentId, descriptor.state.embedderId, commits.slice(start, start + slice));
