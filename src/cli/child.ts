@@ -49,6 +49,38 @@ function settingsFromSupervisor(): Promise<Settings> {
   });
 }
 
+/**
+ * A spare worker loads the worker's code now and waits, without settings, database or slot, until
+ * the supervisor gives it the slot of a worker that died: the replacement then only has to read its
+ * settings and connect. It leaves quietly when the supervisor goes, drains or stops it.
+ */
+function waitForSlot(): Promise<string> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (!isLoreleyMessage<SupervisorMessage>(message)) return;
+      if (message.loreley === 'assign') {
+        process.off('message', onMessage);
+        resolve(message.workerId);
+      } else if (message.loreley === 'drain' || message.loreley === 'stop-now') {
+        process.exit(0);
+      }
+    };
+    process.on('message', onMessage);
+    process.send!({ loreley: 'spare-ready' } satisfies ChildMessage);
+  });
+}
+
+if (process.env[CHILD_ENV.spare] === '1') {
+  // Nothing to drain yet: a signal (a terminal's Ctrl+C reaches the whole group) just ends it.
+  const leave = () => process.exit(0);
+  process.on('SIGTERM', leave);
+  process.on('SIGINT', leave);
+  await import('../worker/worker-process.ts');
+  process.env[CHILD_ENV.workerId] = await waitForSlot();
+  process.off('SIGTERM', leave);
+  process.off('SIGINT', leave);
+}
+
 let settings: Settings;
 try {
   settings = await settingsFromSupervisor();

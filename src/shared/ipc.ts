@@ -26,7 +26,9 @@ export type ChildMessage =
       /** The jobs in hand: handed back to the queue by the supervisor if the child dies with them. */
       readonly heldJobs?: readonly HeldJob[];
     }
-  | { readonly loreley: 'done'; readonly summary: Record<string, unknown> };
+  | { readonly loreley: 'done'; readonly summary: Record<string, unknown> }
+  /** A spare worker has loaded its code and waits for `assign` (it has no slot, settings or database yet). */
+  | { readonly loreley: 'spare-ready' };
 
 export type SupervisorMessage =
   /**
@@ -37,7 +39,9 @@ export type SupervisorMessage =
    */
   | { readonly loreley: 'settings'; readonly env: Readonly<Record<string, string>>; readonly cwd: string }
   | { readonly loreley: 'drain'; readonly timeoutSeconds: number }
-  | { readonly loreley: 'stop-now' };
+  | { readonly loreley: 'stop-now' }
+  /** To a spare worker: take this slot (it then asks for the settings and starts as that worker). */
+  | { readonly loreley: 'assign'; readonly workerId: string };
 
 /**
  * A Loreley message (tagged with `loreley`) rather than a stray one. Which kind it is follows from
@@ -52,6 +56,8 @@ export const CHILD_ENV = {
   workerId: 'LORELEY_WORKER_ID',
   role: 'LORELEY_ROLE',
   supervised: 'LORELEY_SUPERVISED',
+  /** '1' for a spare worker: load the worker's code, then wait for `assign`. */
+  spare: 'LORELEY_SPARE',
   /** '1' when the supervisor serves Prometheus metrics and will ask its children for theirs. */
   metrics: 'LORELEY_CHILD_METRICS',
 } as const;

@@ -105,6 +105,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Waiters for a replacement child's first `ready` (true) or its exit (false), by cluster id. */
   private readonly incoming = new Map<number, (ready: boolean) => void>();
   private allReady = false;
+  /** A worker started ahead, code loaded, waiting for the slot of the next worker that dies. */
+  private spare: { readonly child: ClusterWorker; ready: boolean; readonly onMessage: (message: unknown) => void } | undefined;
+  private spareTimer: NodeJS.Timeout | undefined;
+  /** Spares that died before they were used, in a row: after a few, no more are made. */
+  private spareFailures = 0;
+  /** Spares sent away (a reload, a stop) that have not exited yet. */
+  private readonly discardedSpares = new Map<number, ClusterWorker>();
   private stopping = false;
   private stopReason = '';
   private fatal = false;
@@ -186,7 +193,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private fork(slot: Slot): void {
     slot.restartTimer = undefined;
-    const child = this.forkChild(slot);
+    const child = this.takeSpare(slot) ?? this.forkChild(slot);
     slot.child = child;
     slot.lastPid = child.process.pid ?? 0;
     slot.ready = false;
@@ -250,6 +257,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private onExit(child: ClusterWorker, code: number | null, signal: string | null): void {
+    if (this.onSpareExit(child, code, signal)) return;
     const slot = this.byChild.get(child.id);
     if (!slot) return;
     this.byChild.delete(child.id);
@@ -364,6 +372,80 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.options.lostJobs.handBack(slot.id, jobs, `its worker ${slot.id} died (${how})`);
   }
 
+  /**
+   * Spare worker: a child started ahead with the worker's code loaded (SUPERVISOR_SPARE_WORKER),
+   * so a worker that dies is replaced by a process that only has to read its settings and
+   * connect, not start Node and load every module first. One at a time, made once every slot is
+   * ready, again after it was used; never for the scheduler.
+   */
+  private scheduleSpare(delayMs: number): void {
+    if (this.spare || this.spareTimer || this.stopping || !this.options.settings.spareWorker) return;
+    if (!this.slots.some((slot) => slot.role === 'worker') || this.spareFailures >= 3) return;
+    this.spareTimer = setTimeout(() => {
+      this.spareTimer = undefined;
+      this.forkSpare();
+    }, delayMs);
+  }
+
+  private forkSpare(): void {
+    if (this.spare || this.stopping || !this.options.settings.spareWorker) return;
+    const child = cluster.fork({ ...this.options.childEnv, [CHILD_ENV.role]: 'worker', [CHILD_ENV.spare]: '1', [CHILD_ENV.supervised]: '1' });
+    const onMessage = (message: unknown) => {
+      if (!isLoreleyMessage<ChildMessage>(message) || message.loreley !== 'spare-ready' || this.spare?.child !== child) return;
+      this.spare.ready = true;
+      this.spareFailures = 0;
+      this.logger.info({ childPid: child.process.pid }, 'spare worker ready');
+    };
+    child.on('message', onMessage);
+    child.on('error', (error) => this.logger.warn({ err: error }, 'spare worker channel error'));
+    this.spare = { child, ready: false, onMessage };
+  }
+
+  /** The spare, given the slot's id, when one is ready; undefined otherwise (then a fork). */
+  private takeSpare(slot: Slot): ClusterWorker | undefined {
+    const spare = this.spare;
+    if (slot.role !== 'worker' || !spare?.ready || !spare.child.isConnected()) return undefined;
+    this.spare = undefined;
+    const child = spare.child;
+    child.off('message', spare.onMessage);
+    this.byChild.set(child.id, slot);
+    child.on('message', (message: unknown) => this.onMessage(slot, child, message));
+    this.sendTo(slot, child, { loreley: 'assign', workerId: slot.id });
+    this.logger.info({ slot: slot.id, childPid: child.process.pid }, 'the spare worker takes the slot');
+    return child;
+  }
+
+  /** Sends the spare away (it exits at once: it holds nothing). */
+  private discardSpare(): void {
+    clearTimeout(this.spareTimer);
+    this.spareTimer = undefined;
+    const spare = this.spare;
+    if (!spare) return;
+    this.spare = undefined;
+    this.discardedSpares.set(spare.child.id, spare.child);
+    try {
+      if (spare.child.isConnected()) spare.child.send({ loreley: 'drain', timeoutSeconds: 0 } satisfies SupervisorMessage);
+      else spare.child.process.kill('SIGTERM');
+    } catch {
+      spare.child.process.kill('SIGTERM');
+    }
+  }
+
+  /** True when `child` was a spare (used ones are slot children by then). */
+  private onSpareExit(child: ClusterWorker, code: number | null, signal: string | null): boolean {
+    if (this.discardedSpares.delete(child.id)) {
+      this.checkAllExited();
+      return true;
+    }
+    if (this.spare?.child !== child) return false;
+    this.spare = undefined;
+    this.spareFailures += 1;
+    const again = this.spareFailures < 3;
+    this.logger.warn({ childPid: child.process.pid, code, signal }, `the spare worker exited before it was used${again ? '' : ' three times in a row: no more spares'}`);
+    this.scheduleSpare(10_000);
+    return true;
+  }
+
   private checkHeartbeats(): void {
     const now = Date.now();
     const timeout = this.options.settings.heartbeatTimeoutMs;
@@ -394,6 +476,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.stopping = true;
     this.stopReason = reason;
     this.emit('stopping', reason);
+    this.discardSpare();
     this.logger.info({ reason, drainTimeoutSeconds: s.drainTimeoutSeconds }, 'draining children');
     for (const slot of this.slots) {
       if (slot.restartTimer) {
@@ -428,6 +511,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       if (slot.next) children.push(slot.next);
     }
     for (const { child } of this.retiring.values()) children.push(child);
+    if (this.spare) children.push(this.spare.child);
+    children.push(...this.discardedSpares.values());
     return children;
   }
 
@@ -437,6 +522,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       this.allReady = true;
       this.logger.info({ slots: this.slots.length }, 'all children ready');
       this.emit('all-ready');
+      // Only now: a spare starting beside children that are still starting would slow them down.
+      this.scheduleSpare(250);
     } else if (!ready) {
       this.allReady = false;
     }
@@ -461,6 +548,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    */
   async reload(onProgress: (message: string) => void = () => undefined): Promise<{ replaced: string[]; failed?: string }> {
     const replaced: string[] = [];
+    // The spare runs the code as it was: it goes, and a new one is started after the reload.
+    this.discardSpare();
     const order = [...this.slots.filter((s) => s.role === 'worker'), ...this.slots.filter((s) => s.role === 'scheduler')];
     for (const slot of order) {
       if (this.stopping) return { replaced, failed: 'the supervisor is stopping' };
@@ -515,6 +604,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       replaced.push(slot.id);
     }
     this.checkAllReady();
+    this.scheduleSpare(250);
     return { replaced };
   }
 
@@ -522,6 +612,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (!this.stopping || this.liveChildren().length > 0) return;
     clearInterval(this.watchdog);
     clearTimeout(this.hardDeadline);
+    clearTimeout(this.spareTimer);
     this.logger.info({ reason: this.stopReason }, 'all children exited');
     this.resolveStopped(this.fatal ? 1 : 0);
   }

@@ -22,6 +22,8 @@ export interface SupervisorSettings {
   readonly exitWhenDone: boolean;
   /** Check the repository, branch and programs before starting anything (exit 78 when one is missing). */
   readonly preflight: boolean;
+  /** Keep one worker process started ahead (code loaded, no slot yet): a crashed worker's slot takes it. */
+  readonly spareWorker: boolean;
   /** `--metrics-port`: the Prometheus endpoint; unset means none. */
   readonly metricsPort: number | undefined;
   /** Loopback unless widened on purpose: the metrics name commits and costs. */
@@ -70,6 +72,7 @@ export function readSupervisorSettings(reader: EnvReader): SupervisorSettings {
     statusIntervalSeconds: reader.float('SUPERVISOR_STATUS_INTERVAL_SECONDS', 15, { min: 0 }),
     exitWhenDone: reader.bool('SUPERVISOR_EXIT_WHEN_DONE', false),
     preflight: reader.bool('SUPERVISOR_PREFLIGHT', true),
+    spareWorker: reader.bool('SUPERVISOR_SPARE_WORKER', true),
     metricsPort: reader.optionalInt('SUPERVISOR_METRICS_PORT', { min: 0, max: 65535 }),
     metricsHost: reader.string('SUPERVISOR_METRICS_HOST', '127.0.0.1'),
   };
