@@ -4,7 +4,7 @@ import { bestBranchName } from '../shared/experiment.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { startMetricsServer, type MetricsServer } from './metrics.ts';
+import type { MetricsServer } from './metrics.ts';
 import { readProgress, type Progress } from './progress.ts';
 import { statusLine } from './status.ts';
 import { formatRunSummary, type RunOutcome } from './summary.ts';
@@ -53,6 +53,8 @@ export class RunObserver {
     this.atStart = await this.refresh();
     const { supervisor } = this.options.settings;
     if (supervisor.metricsPort === undefined) return;
+    // prom-client (and the OpenTelemetry API it pulls in) only for a supervisor that serves metrics.
+    const { startMetricsServer } = await import('./metrics.ts');
     try {
       this.metrics = await startMetricsServer({
         host: supervisor.metricsHost,
