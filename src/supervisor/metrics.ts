@@ -40,8 +40,11 @@ export interface MetricsServer {
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
-/** Asks every connected child for its registry; resolves with the answers that came in time. */
-function childMetrics(timeoutMs: number): Promise<{ answers: MetricsJson[]; unanswered: number }> {
+/**
+ * Asks every connected child of a slot (`pids`; not the spare worker, which has no registry yet)
+ * for its registry; resolves with the answers that came in time.
+ */
+function childMetrics(timeoutMs: number, pids: ReadonlySet<number>): Promise<{ answers: MetricsJson[]; unanswered: number }> {
   return new Promise((resolve) => {
     const requestId = `loreley-${process.pid}-${Date.now()}-${Math.random()}`;
     const answers: MetricsJson[] = [];
@@ -59,7 +62,7 @@ function childMetrics(timeoutMs: number): Promise<{ answers: MetricsJson[]; unan
     };
     cluster.on('message', onMessage);
     for (const child of Object.values(cluster.workers ?? {})) {
-      if (!child?.isConnected()) continue;
+      if (!child?.isConnected() || !pids.has(child.process.pid ?? -1)) continue;
       try {
         child.send({ type: GET_METRICS_REQ, requestId });
         pending += 1;
@@ -122,8 +125,10 @@ function supervisorRegistry(): { registry: Registry; update(view: readonly SlotV
 export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
   const own = supervisorRegistry();
   const scrape = async (): Promise<string> => {
-    const [children, progress] = await Promise.all([childMetrics(options.childTimeoutMs ?? 2000), options.progress()]);
-    own.update(options.view(), progress, children.unanswered);
+    const view = options.view();
+    const pids = new Set(view.flatMap((slot) => (slot.pid === undefined ? [] : [slot.pid])));
+    const [children, progress] = await Promise.all([childMetrics(options.childTimeoutMs ?? 2000, pids), options.progress()]);
+    own.update(view, progress, children.unanswered);
     const parts = [await own.registry.metrics()];
     if (children.answers.length > 0) parts.push(await AggregatorRegistry.aggregate(children.answers).metrics());
     return parts.join('\n');
