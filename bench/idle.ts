@@ -102,6 +102,7 @@ async function idleTree(harness: Harness, workers: number): Promise<Row[]> {
     const treeCpu = perMinute(tree);
     const floorCpu = perMinute(floor);
     const slotOf = new Map(log.lines.filter((line) => line.msg === 'child ready').map((line) => [childPidOf(line, supervisor.pid), String(line.slot)]));
+    const spares = new Set(log.lines.filter((line) => line.msg === 'spare worker ready').map((line) => childPidOf(line, supervisor.pid)));
     const isWorker = (pid: number) => slotOf.get(pid)?.startsWith('worker') ?? false;
     const isScheduler = (pid: number) => slotOf.get(pid)?.startsWith('scheduler') ?? false;
     const childRss = tree.maxRss(isWorker);
@@ -115,7 +116,7 @@ async function idleTree(harness: Harness, workers: number): Promise<Row[]> {
         `bare node ${floorCpu.toFixed(3)} CPU-s/min, ${mb(floorRss)}`,
     );
     const breakdown = [...tree.rssByPid()]
-      .map(([pid, rss]) => `${pid === supervisor.pid ? 'supervisor' : (slotOf.get(pid) ?? `pid ${pid}`)} ${mb(rss)}`)
+      .map(([pid, rss]) => `${pid === supervisor.pid ? 'supervisor' : (slotOf.get(pid) ?? (spares.has(pid) ? 'spare worker' : `pid ${pid}`))} ${mb(rss)}`)
       .join(', ');
     harness.progress(`peak RSS by process: ${breakdown}`);
     for (const proc of bare) await proc.stop(1000);
