@@ -23,10 +23,21 @@ export function selectInspirations(
   base: Elite, elites: readonly Elite[], count: number, maxRadius: number, random: SeededRandom, ring: RingDistance = chebyshev,
 ): { inspirations: Elite[]; radius: number } {
   const others = elites.filter((elite) => elite.cellKey !== base.cellKey && elite.commitHash !== base.commitHash);
+  // Each elite's ring computed once, bucketed in island order: the same candidates in the same
+  // order as filtering the island once per ring, so the seeded draws are unchanged.
+  const distances = others.map((elite) => ring(elite.cell, base.cell));
+  const rings = new Map<number, Elite[]>();
+  others.forEach((elite, i) => {
+    const r = distances[i];
+    if (r < 1 || r > maxRadius) return;
+    const list = rings.get(r);
+    if (list) list.push(elite);
+    else rings.set(r, [elite]);
+  });
   const chosen: Elite[] = [];
   let radius = 0;
   for (let r = 1; r <= maxRadius && chosen.length < count; r++) {
-    const around = others.filter((elite) => ring(elite.cell, base.cell) === r);
+    const around = rings.get(r) ?? [];
     if (around.length === 0) continue;
     for (const elite of random.shuffle(around)) {
       if (chosen.length >= count) break;
@@ -35,7 +46,8 @@ export function selectInspirations(
     }
   }
   if (chosen.length < count) {
-    const rest = random.shuffle(others.filter((elite) => !chosen.includes(elite) && ring(elite.cell, base.cell) > maxRadius));
+    const picked = new Set(chosen);
+    const rest = random.shuffle(others.filter((elite, i) => !picked.has(elite) && distances[i] > maxRadius));
     for (const elite of rest) {
       if (chosen.length >= count) break;
       // The same commit can be an elite in several cells' histories only once per island, but a

@@ -1,6 +1,6 @@
 import {
   bestElite, countCommitEmbeddings, countElitesByIsland, countIngestion, deleteElites, getArchiveState,
-  getCommitEmbeddings, insertElites, listElites, lockArchiveState, lockArchiveVersion, lockElite, readArchiveVersion, recentCommitEmbeddings, saveProjection, topElites, upsertElite,
+  getCommitEmbeddings, insertElites, listElites, lockArchiveState, lockArchiveVersion, lockElite, readArchiveVersion, saveProjection, topElites, upsertElite,
   type Elite,
 } from '../../shared/db/archive.ts';
 import { recordIngestion, type EvolutionJob } from '../../shared/db/jobs.ts';
@@ -16,8 +16,9 @@ import { EmbeddingDescriptor } from './descriptor.ts';
 import { seedFromString } from '../random.ts';
 import { CvtTessellation, fitCentroids, GridTessellation, type PointModel, type Tessellation } from './cvt.ts';
 import { EliteMirror } from './elites.ts';
-import { fitProjection, type FitInput, type StoredProjection } from './fit.ts';
-import { fitInThread } from './fit-thread.ts';
+import type { StoredProjection } from './fit.ts';
+import { refitInThread } from './fit-thread.ts';
+import { computeRefit, type RefitJob } from './refit-compute.ts';
 import { cellKey } from './grid.ts';
 import { isWhitenedPca } from './projection.ts';
 
@@ -74,8 +75,8 @@ export interface ArchiveOptions {
 }
 
 const FIT_SAMPLE_LIMIT = 4096;
-/** Off the tick, a refit reads and projects the elites' vectors this many commits at a time. */
-const REPLACE_SLICE = 1000;
+/** A refit places this many elites between yields to the event loop. */
+const REPLACE_SLICE = 2000;
 
 /**
  * How `ingest` handles a refit that falls due: `inline` fits and applies it before returning (the
@@ -431,42 +432,30 @@ export class MapElitesArchive {
   }
 
   /**
-   * Reads the samples, fits the model (in a worker thread when `offTick`) and re-places a snapshot
-   * of the elites under it. Off the tick the work on this thread is cut in slices that let the
-   * tick's own work in between.
+   * Reads the samples, fits the model and projects a snapshot of the elites under it: in a worker
+   * thread with its own connection when `offTick` (fit-thread.ts), else on this thread. Then
+   * places the elites by their new coordinates.
    */
   private async prepareRefit(offTick: boolean): Promise<PreparedRefit> {
     const descriptor = this.embeddingDescriptor();
-    const embedderId = descriptor.state.embedderId;
-    const started = performance.now();
-    const recent = await recentCommitEmbeddings(this.pool, this.experimentId, embedderId, FIT_SAMPLE_LIMIT);
-    if (recent.length < 2) throw new Error('a PCA needs at least two samples');
-    const width = recent[0].vectorSum.length;
-    const samples = new Float64Array(recent.length * width);
-    // Kept by commit: most elites are recent commits, whose vectors need not be read twice.
-    const known = new Map<string, number[]>();
-    recent.forEach((embedding, i) => {
-      const mean = meanVector(embedding, width);
-      known.set(embedding.commitHash, mean);
-      samples.set(mean, i * width);
-    });
-    const input: FitInput = {
-      samples,
-      width,
+    // The snapshot: the elites at the version stored now. Written as computed only if that version
+    // is still the stored one under the version row's lock (applyProjection).
+    const version = (await readArchiveVersion(this.pool, this.experimentId)) ?? '';
+    const elites = [...(await this.elites.byIsland(this.pool, version || undefined)).values()].flat();
+    const job: RefitJob = {
+      experimentId: this.experimentId,
+      embedderId: descriptor.state.embedderId,
+      sampleLimit: FIT_SAMPLE_LIMIT,
+      commits: [...new Set(elites.map((elite) => elite.commitHash))],
       dimensions: descriptor.dimensions,
       clip: this.settings.clip,
       ...(this.settings.archiveType === 'cvt' ? { cvt: { cells: this.settings.cells, seed: this.cvtSeed, model: this.pointModel() } } : {}),
     };
-    const read = performance.now();
-    const model = offTick ? await fitInThread(input) : fitProjection(input);
-    const fitted = performance.now();
-    // The snapshot: the elites at the version stored now. Written as computed only if that version
-    // is still the stored one under the version row's lock (applyProjection).
-    const version = (await readArchiveVersion(this.pool, this.experimentId)) ?? '';
-    const byIsland = await this.elites.byIsland(this.pool, version || undefined);
-    const placement = await this.replace(this.pool, [...byIsland.values()].flat(), model, offTick, known);
-    const ms = { samples: Math.round(read - started), fit: Math.round(fitted - read), place: Math.round(performance.now() - fitted) };
-    return { model, samples: recent.length, ms, version, placement };
+    const computed = offTick ? await refitInThread(this.pool, job) : await computeRefit(this.pool, job);
+    const placing = performance.now();
+    const placement = await this.replace(elites, computed.model, computed.projected);
+    const ms = { samples: computed.ms.samples, fit: computed.ms.fit, place: computed.ms.project + Math.round(performance.now() - placing) };
+    return { model: computed.model, samples: computed.samples, ms, version, placement };
   }
 
   /**
@@ -483,7 +472,7 @@ export class MapElitesArchive {
       const version = await lockArchiveVersion(client, this.experimentId);
       const placement = prepared && prepared.version === version
         ? prepared.placement
-        : await this.replace(client, await listElites(client, this.experimentId), model, false);
+        : await this.replaceFromDatabase(client, await listElites(client, this.experimentId), model);
       await deleteElites(client, this.experimentId);
       await insertElites(client, this.experimentId, placement.placed);
       // The state row last and briefly: the schedule stage locks it every tick.
@@ -501,25 +490,23 @@ export class MapElitesArchive {
     };
   }
 
-  /**
-   * Where `elites` go under `model`: best first (ties by commit, island, cell key, so the result
-   * depends on the elites and the model alone), each into its island's cell by place()'s rules.
-   * Reads their commits' vectors with `db`; an elite without a stored vector keeps its descriptor.
-   * `yielding`: vectors are read and projected a slice at a time, yielding to the event loop.
-   * `known`: mean vectors already read, by commit.
-   */
-  private async replace(db: Queryable, elites: readonly Elite[], model: StoredProjection, yielding: boolean, known?: ReadonlyMap<string, number[]>): Promise<Replacement> {
+  /** `replace` with the elites' coordinates under `model` computed here, from their stored vectors. */
+  private async replaceFromDatabase(db: Queryable, elites: readonly Elite[], model: StoredProjection): Promise<Replacement> {
     const descriptor = this.embeddingDescriptor();
-    const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
+    const embeddings = await getCommitEmbeddings(db, this.experimentId, descriptor.state.embedderId, [...new Set(elites.map((e) => e.commitHash))]);
     const projected = new Map<string, number[]>();
-    for (const [commit, mean] of known ?? []) projected.set(commit, descriptor.project(mean, model));
-    const commits = [...new Set(elites.map((e) => e.commitHash))].filter((commit) => !projected.has(commit));
-    const slice = yielding ? REPLACE_SLICE : commits.length;
-    for (let start = 0; start < commits.length; start += slice) {
-      const embeddings = await getCommitEmbeddings(db, this.experimentId, descriptor.state.embedderId, commits.slice(start, start + slice));
-      for (const [commit, embedding] of embeddings) projected.set(commit, descriptor.project(meanVector(embedding, embedding.vectorSum.length), model));
-      if (yielding) await new Promise((resolve) => setImmediate(resolve));
-    }
+    for (const [commit, embedding] of embeddings) projected.set(commit, descriptor.project(meanVector(embedding, embedding.vectorSum.length), model));
+    return this.replace(elites, model, projected);
+  }
+
+  /**
+   * Where `elites` go under `model`, given their commits' coordinates under it (`projected`; an
+   * elite whose commit has none keeps its descriptor): best first (ties by commit, island, cell
+   * key, so the result depends on the elites and the model alone), each into its island's cell by
+   * place()'s rules. Yields to the event loop every REPLACE_SLICE elites: the tick goes on.
+   */
+  private async replace(elites: readonly Elite[], model: StoredProjection, projected: ReadonlyMap<string, number[]>): Promise<Replacement> {
+    const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
     const ordered = [...elites].sort((a, b) => {
       if (this.isBetter(a.fitness, b.fitness)) return -1;
       if (this.isBetter(b.fitness, a.fitness)) return 1;
@@ -530,7 +517,8 @@ export class MapElitesArchive {
     const placed = new Map<string, Omit<Elite, 'experimentId'>>();
     let moved = 0;
     let dropped = 0;
-    for (const elite of ordered) {
+    for (const [index, elite] of ordered.entries()) {
+      if (index > 0 && index % REPLACE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
       const next = projected.get(elite.commitHash) ?? elite.descriptor;
       const cell = tessellation.cellOf(next);
       const key = cellKey(cell);

@@ -4,10 +4,7 @@ import { fitWhitenedPca, projectPca, toUnitInterval, type WhitenedPca } from './
 /** The stored projection (`archive_state.projection`), with the CVT centroids refitted alongside it. */
 export type StoredProjection = WhitenedPca & { readonly centroids?: number[][] };
 
-/**
- * What a refit fits on, as plain data so it can be posted to a worker thread: the sample vectors
- * row-major in one Float64Array (transferred, not copied), and how the model is shaped.
- */
+/** What a refit fits on: the sample vectors row-major in one Float64Array, and the model's shape. */
 export interface FitInput {
   readonly samples: Float64Array;
   /** Length of each sample vector. */
@@ -20,8 +17,8 @@ export interface FitInput {
 }
 
 /**
- * The PCA (and for a CVT the k-means over the projected samples): the CPU-heavy half of a refit,
- * a pure function of its input, so the same model comes out inline or in a worker thread.
+ * The PCA (and for a CVT the k-means over the projected samples): a pure function of its input,
+ * so the same model comes out inline or in the refit's worker thread (refit-compute.ts).
  */
 export function fitProjection(input: FitInput): StoredProjection {
   const { samples, width, dimensions } = input;
