@@ -68,6 +68,7 @@ export async function runRebuild(settings: Settings, options: RebuildCommandOpti
     say(`rebuilt ${settings.experiment.raw} in ${seconds} s: ${result.candidates} candidates, ${result.elites} elites, root ${result.root.slice(0, 12)}`);
     if (result.best) say(`best ${settings.archive.fitnessMetric} ${result.best.fitness} at ${result.best.commit}`);
     if (!result.samplerRestored) say('no sampler state in the notes: sampling continues from the seed');
+    if (result.refits === null) say('the notes record no behaviour models (written by an older Loreley): the replay refitted its own, so cells may differ from the run\'s');
     if (result.differing > 0) say(`warning: ${result.differing} replayed ingestion(s) came out differently from their notes (settings changed?)`);
     say('start loreley-supervisor to continue the run');
   } finally {

@@ -9,7 +9,11 @@ import { noteLines } from '../shared/notes.ts';
  *   its metrics and where ingestion put it, with `ingestion.seq`, the archive's ingestion count,
  *   which orders the replay of a rebuild.
  * - `state`, on the root: the experiment's identity and the sampler's state at a moment (`at`, the
- *   database's clock); a rebuild takes the latest.
+ *   database's clock); a rebuild takes the latest. `refits: true` says the run notes its refits
+ *   (older notes lack it, and their rebuild refits by itself).
+ * - `refit`, on the commit of the ingestion it followed (the root when none): a behaviour model
+ *   the archive applied after `ingestions` ingestions (the PCA projection with the CVT centroids),
+ *   so a rebuild applies the same model at the same point instead of fitting its own.
  */
 
 export const NOTE_VERSION = 1;
@@ -67,9 +71,23 @@ export interface StateRecord {
   readonly ingestions: number;
   readonly rngState: number;
   readonly nextIsland: number;
+  readonly refits?: boolean;
 }
 
-export type NoteRecord = CandidateRecord | StateRecord;
+export interface RefitRecord {
+  readonly v: number;
+  readonly type: 'refit';
+  readonly experiment: string;
+  /** Applied after this many ingestions, before the next one (and before a migration due then). */
+  readonly ingestions: number;
+  /** Orders models applied at the same count. */
+  readonly order: number;
+  readonly model: Record<string, unknown>;
+}
+
+export type NoteRecord = CandidateRecord | StateRecord | RefitRecord;
+
+const RECORD_TYPES: ReadonlySet<unknown> = new Set(['candidate', 'state', 'refit']);
 
 /** Parses a note's lines; lines that are not Loreley records (or of a newer version) are skipped. */
 export function parseNote(text: string | undefined): NoteRecord[] {
@@ -77,7 +95,7 @@ export function parseNote(text: string | undefined): NoteRecord[] {
   for (const line of noteLines(text)) {
     try {
       const value = JSON.parse(line) as Partial<NoteRecord>;
-      if (value && typeof value === 'object' && value.v === NOTE_VERSION && (value.type === 'candidate' || value.type === 'state') && typeof value.experiment === 'string') {
+      if (value && typeof value === 'object' && value.v === NOTE_VERSION && RECORD_TYPES.has(value.type) && typeof value.experiment === 'string') {
         records.push(value as NoteRecord);
       }
     } catch {
@@ -101,16 +119,21 @@ export interface ExperimentRecords {
   readonly candidates: CandidateRecord[];
   /** The latest state record, if any. */
   readonly state: StateRecord | undefined;
+  /** Every applied model, in the order the run applied them. */
+  readonly refits: RefitRecord[];
 }
 
 /** Picks one experiment's records out of every note. */
 export function experimentRecords(notes: ReadonlyMap<string, string>, experimentId: string): ExperimentRecords {
   const byJob = new Map<string, CandidateRecord>();
   let state: StateRecord | undefined;
+  const refits = new Map<string, RefitRecord>();
   for (const text of notes.values()) {
     for (const record of parseNote(text)) {
       if (record.experiment !== experimentId) continue;
-      if (record.type === 'state') {
+      if (record.type === 'refit') {
+        refits.set(`${record.ingestions}:${record.order}`, record);
+      } else if (record.type === 'state') {
         if (!state || record.at > state.at || (record.at === state.at && record.ingestions > state.ingestions)) state = record;
       } else {
         const seen = byJob.get(record.job.id);
@@ -119,5 +142,6 @@ export function experimentRecords(notes: ReadonlyMap<string, string>, experiment
     }
   }
   const candidates = [...byJob.values()].sort((a, b) => (a.ingestion.seq ?? 0) - (b.ingestion.seq ?? 0) || (a.ingestion.at ?? '').localeCompare(b.ingestion.at ?? '') || a.job.id.localeCompare(b.job.id));
-  return { candidates, state };
+  const ordered = [...refits.values()].sort((a, b) => a.ingestions - b.ingestions || a.order - b.order);
+  return { candidates, state, refits: ordered };
 }

@@ -1,12 +1,14 @@
 import { getArchiveState } from '../shared/db/archive.ts';
-import { databaseNow, listUnnoted, markNoted, type UnnotedCandidate } from '../shared/db/notes.ts';
+import { databaseNow, listUnnoted, listUnnotedRefits, markNoted, markRefitsNoted, type UnnotedCandidate } from '../shared/db/notes.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { fetchNotes, missingCommits, pushNotes, readNotes, writeNotes } from '../shared/notes.ts';
 import type { SchedulerContext } from './context.ts';
-import { experimentRecords, mergeNote, NOTE_VERSION, type CandidateRecord, type StateRecord } from './notes-record.ts';
+import { experimentRecords, mergeNote, NOTE_VERSION, type CandidateRecord, type RefitRecord, type StateRecord } from './notes-record.ts';
 
 /** Notes written per tick at most; a backlog (a long push outage) drains over the next ticks. */
 const NOTES_PER_TICK = 500;
+/** Refit records (tens of KB each) per tick at most. */
+const REFITS_PER_TICK = 20;
 
 export interface NotesResult {
   readonly noted: number;
@@ -14,8 +16,8 @@ export interface NotesResult {
 }
 
 /**
- * After every tick: the candidates ingested since the last tick, and the sampler's state, go into git
- * notes on their commits (`refs/notes/loreley`) and are pushed to the remote: one `fast-import` and
+ * After every tick: the candidates ingested since the last tick, the behaviour models the archive
+ * applied (refits), and the sampler's state, go into git notes on their commits (`refs/notes/loreley`) and are pushed to the remote: one `fast-import` and
  * one push per tick, whatever the number of jobs, and nothing on the workers' path. The scheduler
  * is the only writer while it holds its lock; notes a predecessor wrote are fetched and merged
  * first. A job is marked noted only once its note is pushed (or written, when WORKER_REPO_PUSH is
@@ -36,9 +38,10 @@ export class NotesPublisher {
   async publish(): Promise<NotesResult> {
     const { pool, experimentId, settings, repository, logger } = this.context;
     let candidates = await listUnnoted(pool, experimentId, NOTES_PER_TICK);
+    let refits = await listUnnotedRefits(pool, experimentId, REFITS_PER_TICK);
     const archiveState = await getArchiveState(pool, experimentId);
     const stateKey = archiveState ? `${archiveState.ingestions}:${archiveState.rngState}:${archiveState.nextIsland}` : undefined;
-    if (candidates.length === 0 && stateKey === this.lastState) return { noted: 0, pushed: false };
+    if (candidates.length === 0 && refits.length === 0 && stateKey === this.lastState) return { noted: 0, pushed: false };
 
     const directory = repository.directory;
     const push = settings.repository.push;
@@ -50,12 +53,17 @@ export class NotesPublisher {
     const lines = new Map<string, string[]>();
     const add = (commit: string, line: string) => lines.set(commit, [...(lines.get(commit) ?? []), line]);
     for (const candidate of candidates) add(candidate.resultCommit ?? candidate.baseCommit, JSON.stringify(candidateRecord(experimentId, candidate)));
+    for (const refit of refits) {
+      const record: RefitRecord = { v: NOTE_VERSION, type: 'refit', experiment: experimentId, ingestions: refit.ingestions, order: Number(refit.id), model: refit.model };
+      add(refit.commit ?? root, JSON.stringify(record));
+    }
     let stateLine: string | undefined;
     if (archiveState) {
       const state: StateRecord = {
         v: NOTE_VERSION, type: 'state', experiment: experimentId, slug: settings.experiment.raw, namespace: settings.experiment.namespace,
         repository: settings.repository.remoteUrl, branch: settings.repository.branch, root,
         at: (await databaseNow(pool)).toISOString(), ingestions: archiveState.ingestions, rngState: Number(archiveState.rngState), nextIsland: archiveState.nextIsland,
+        refits: true,
       };
       stateLine = JSON.stringify(state);
       add(root, stateLine);
@@ -68,6 +76,7 @@ export class NotesPublisher {
       for (const commit of await missingCommits(directory, missing)) {
         lines.delete(commit);
         candidates = candidates.filter((candidate) => (candidate.resultCommit ?? candidate.baseCommit) !== commit);
+        refits = refits.filter((refit) => (refit.commit ?? root) !== commit);
         logger.warn({ commit }, 'commit not found in the scheduler clone: its git note waits for the next tick');
       }
     }
@@ -84,6 +93,7 @@ export class NotesPublisher {
       pushed = true;
     }
     await markNoted(pool, candidates.map((candidate) => candidate.jobId));
+    await markRefitsNoted(pool, experimentId, refits.map((refit) => refit.id));
     this.lastState = stateKey;
     if (candidates.length > 0) logger.info({ noted: candidates.length, pushed }, 'git notes written');
     return { noted: candidates.length, pushed };

@@ -59,3 +59,17 @@ test('a remote without notes reads as none', async () => {
   assert.equal((await readNotes(directory)).size, 0);
   await pushNotes(directory); // nothing to push: a no-op
 });
+
+test('refit records: one experiment\'s, in the order the run applied them, a line written twice counted once', () => {
+  const refit = (experiment: string, ingestions: number, order: number) =>
+    JSON.stringify({ v: 1, type: 'refit', experiment, ingestions, order, model: { kind: 'pca', means: [0.5], components: [[1]], stdevs: [1], samples: 9, centroids: [[0.25], [0.75]] } });
+  const notes = new Map([
+    ['c1', mergeNote(undefined, [candidate('e1', 'c1', 'j1', 8), refit('e1', 8, 3)])],
+    ['c2', mergeNote(undefined, [refit('e1', 4, 2), refit('e2', 4, 1), refit('e1', 8, 5)])],
+    ['c3', mergeNote(undefined, [refit('e1', 4, 2), 'not ours', refit('e1', 0, 1)])],
+  ]);
+  const { refits, candidates } = experimentRecords(notes, 'e1');
+  assert.deepEqual(refits.map((r) => [r.ingestions, r.order]), [[0, 1], [4, 2], [8, 3], [8, 5]]);
+  assert.deepEqual(refits[0].model.centroids, [[0.25], [0.75]]);
+  assert.equal(candidates.length, 1);
+});

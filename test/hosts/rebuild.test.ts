@@ -17,11 +17,13 @@ interface EliteRow {
   cell_key: string;
   commit_hash: string;
   fitness: number;
+  descriptor?: number[];
+  job_id?: string;
 }
 
 async function elites(pool: pg.Pool, experimentId: string): Promise<EliteRow[]> {
   const { rows } = await pool.query<EliteRow>(
-    'SELECT island, cell_key, commit_hash, fitness FROM loreley.archive_elites WHERE experiment_id = $1 ORDER BY island, cell_key',
+    'SELECT island, cell_key, commit_hash, fitness, descriptor, job_id FROM loreley.archive_elites WHERE experiment_id = $1 ORDER BY island, cell_key',
     [experimentId],
   );
   return rows;
@@ -46,10 +48,8 @@ test('loreley rebuild: the schema dropped mid-run is restored from the remote, t
       MAPELITES_FITNESS_METRIC: 'lines',
       MAPELITES_ISLANDS: '2',
       MAPELITES_MIGRATION_INTERVAL: '4',
-      // The grid: a CVT archive's centroids are refitted from the commit vectors the rebuild
-      // re-embeds, and seen once in CI to put the same elites in other cells (left open, see README).
-      MAPELITES_ARCHIVE_TYPE: 'grid',
-      MAPELITES_ARCHIVE_CELLS_PER_DIM: '4',
+      // The default CVT archive (128 cells), its centroids refitted with the projection every 4
+      // ingestions once 5 commit vectors are known: the rebuild re-applies the noted models.
       MAPELITES_DIMENSION_REDUCTION_TARGET_DIMS: '2',
       MAPELITES_DIMENSION_REDUCTION_MIN_FIT_SAMPLES: '5',
       MAPELITES_DIMENSION_REDUCTION_REFIT_INTERVAL: '4',
@@ -87,13 +87,14 @@ test('loreley rebuild: the schema dropped mid-run is restored from the remote, t
     const rebuilt = await rebuild.waitExit(120_000);
     assert.equal(rebuilt.code, 0, rebuild.stderr());
     assert.match(rebuild.stdout(), new RegExp(`replayed ${ingested.length}/${ingested.length} ingestions`));
-    assert.deepEqual(await elites(pool, experimentId), before, 'the same elites in the same cells');
-    // The best fitness is the same; between elites tied on it, the tie-break (placement time) may
-    // differ, so the best commit is one of the tied elites. TODO: replay placement times.
+    const refits = /(\d+) behaviour model\(s\) noted/.exec(rebuild.stdout());
+    assert.ok(refits && Number(refits[1]) >= 1, `the run's refits were noted and re-applied:\n${rebuild.stdout()}`);
+    assert.doesNotMatch(rebuild.stdout(), /came out differently/, 'every replayed ingestion landed where its note says');
+    assert.deepEqual(await elites(pool, experimentId), before, 'the same elites in the same cells, with the same descriptors');
+    // The best commit too, ties broken as before (placement order, then island and cell).
     const bestAfterRebuild = await best(pool, experimentId);
-    assert.equal(bestAfterRebuild?.fitness, bestBefore.fitness);
-    assert.match(rebuild.stdout(), new RegExp(`best lines ${bestBefore.fitness} at `));
-    assert.ok(before.some((e) => e.fitness === bestBefore.fitness && e.commit_hash === bestAfterRebuild?.commit_hash), 'the best commit is one of the tied best elites');
+    assert.deepEqual(bestAfterRebuild, bestBefore);
+    assert.match(rebuild.stdout(), new RegExp(`best lines ${bestBefore.fitness} at ${bestBefore.commit_hash}`));
     const { rows: restoredState } = await pool.query('SELECT rng_state::text AS rng, next_island FROM loreley.archive_state WHERE experiment_id = $1', [experimentId]);
     assert.deepEqual(restoredState, state, "the sampler's state");
     const { rows: metricRows } = await pool.query(`SELECT count(DISTINCT commit_hash)::int AS n FROM loreley.metrics WHERE experiment_id = $1`, [experimentId]);

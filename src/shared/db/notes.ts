@@ -57,6 +57,38 @@ export async function markNoted(db: Queryable, jobIds: readonly string[]): Promi
   await db.query('UPDATE evolution_jobs SET noted_at = now() WHERE id = ANY($1::uuid[])', [jobIds]);
 }
 
+/** A behaviour model the archive applied and whose note is not on the remote yet. */
+export interface UnnotedRefit {
+  readonly id: string;
+  readonly ingestions: number;
+  readonly model: Record<string, unknown>;
+  /** The commit of the ingestion it followed (null: none, e.g. a refit before any ingestion). */
+  readonly commit: string | null;
+}
+
+export async function listUnnotedRefits(db: Queryable, experimentId: string, limit: number): Promise<UnnotedRefit[]> {
+  const { rows } = await db.query<UnnotedRefit>(
+    `SELECT r.id::text AS id, r.ingestions, r.model,
+            (SELECT COALESCE(j.result_commit, j.base_commit) FROM evolution_jobs j
+              WHERE j.experiment_id = r.experiment_id AND j.ingestion_seq = r.ingestions ORDER BY j.ingested_at LIMIT 1) AS commit
+       FROM archive_refits r
+      WHERE r.experiment_id = $1 AND r.noted_at IS NULL
+      ORDER BY r.id
+      LIMIT $2`,
+    [experimentId, limit],
+  );
+  return rows;
+}
+
+/** Marks refits noted: those of `ids`, or (no ids) every one of the experiment, as after a rebuild. */
+export async function markRefitsNoted(db: Queryable, experimentId: string, ids?: readonly string[]): Promise<void> {
+  if (ids?.length === 0) return;
+  await db.query(
+    'UPDATE archive_refits SET noted_at = now() WHERE experiment_id = $1 AND noted_at IS NULL AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))',
+    [experimentId, ids ?? null],
+  );
+}
+
 /** The database's clock: what every host compares stored timestamps with. */
 export async function databaseNow(db: Queryable): Promise<Date> {
   const { rows } = await db.query<{ now: Date }>('SELECT now() AS now');

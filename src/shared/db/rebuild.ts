@@ -21,7 +21,7 @@ export async function experimentFootprint(db: Queryable, experimentId: string): 
 /** Removes every row of the experiment (its queue jobs too), keeping other experiments'. */
 export async function wipeExperiment(db: Queryable, experimentId: string, bossSchema: string, queueName: string): Promise<void> {
   await db.query('DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM evolution_jobs WHERE experiment_id = $1)', [experimentId]);
-  for (const table of ['evolution_jobs', 'commit_cards', 'metrics', 'workers', 'archive_elites', 'archive_state', 'commit_embeddings', 'model_calls']) {
+  for (const table of ['evolution_jobs', 'commit_cards', 'metrics', 'workers', 'archive_elites', 'archive_state', 'archive_refits', 'commit_embeddings', 'model_calls']) {
     await db.query(`DELETE FROM ${table} WHERE experiment_id = $1`, [experimentId]);
   }
   await db.query('DELETE FROM experiments WHERE id = $1', [experimentId]);

@@ -9,10 +9,11 @@ import { notesMigration } from './007_notes.ts';
 import { archiveVersionMigration } from './008_archive_version.ts';
 import { embeddingBytesMigration } from './009_embedding_bytes.ts';
 import { jobCountMigration } from './010_job_count.ts';
+import { refitEveryApplyMigration } from './011_refit_every_apply.ts';
 import type { Migration } from './migration.ts';
 
 /** In version order. A released migration is never edited; add a new one. */
-export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration, notesMigration, archiveVersionMigration, embeddingBytesMigration, jobCountMigration];
+export const MIGRATIONS: readonly Migration[] = [coreMigration, archiveMigration, llmMigration, jobCountersMigration, indexesMigration, notesMigration, archiveVersionMigration, embeddingBytesMigration, jobCountMigration, refitEveryApplyMigration];
 
 function lockKey(schema: string): string {
   return `loreley.migrate.${schema}`;
