@@ -205,11 +205,15 @@ export class EvolutionScheduler {
    * Called by the loop when it stops; a failure is logged, never thrown.
    */
   async settle(): Promise<void> {
+    if (!this.archive.refitPending) return;
     try {
       await this.archive.applyPendingRefit({ wait: true });
     } catch (error) {
       this.context.logger.warn({ err: error }, `the pending refit was not applied before stopping (the next scheduler applies it): ${errorMessage(error)}`);
+      return;
     }
+    // The model it applied goes into the notes now, or a rebuild would lack it.
+    await this.publishNotes();
   }
 
   /** LORELEY_MAX_COST_USD is reached (`budget.ts`). */

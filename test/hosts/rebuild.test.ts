@@ -74,6 +74,8 @@ test('loreley rebuild: the schema dropped mid-run is restored from the remote, t
     );
     assert.ok(ingested.length >= 12);
     assert.ok(ingested.every((row) => row.noted_at !== null), 'every ingestion noted and pushed by the last tick');
+    const { rows: refitRows } = await pool.query('SELECT noted_at FROM loreley.archive_refits WHERE experiment_id = $1', [experimentId]);
+    assert.ok(refitRows.length >= 1 && refitRows.every((row) => row.noted_at !== null), 'every applied model noted, the one applied while stopping too');
     const before = await elites(pool, experimentId);
     const bestBefore = await best(pool, experimentId);
     assert.ok(before.length >= 2 && bestBefore, `elites: ${JSON.stringify(before)}`);
