@@ -74,7 +74,7 @@ export async function rebuildFromNotes(settings: Settings, pool: Pool, progress:
   await scheduler.archive.open();
   const jobs = new Map<string, EvolutionJob>((await listByStatus(pool, experimentId, ['succeeded'], rows.jobs.length + 1)).map((job) => [job.id, job]));
   const recorded = state?.refits === true || refits.length > 0;
-  if (recorded) progress(`${refits.length} behaviour model(s) noted: re-applied where the run applied them`);
+  if (refits.length > 0) progress(`${refits.length} behaviour model(s) noted: re-applied where the run applied them`);
   const pending = [...refits];
   /** The models the run applied after `seq` ingestions and before the next one. */
   const modelsUpTo = (seq: number): StoredProjection[] => {

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, test } from 'node:test';
 import pg from 'pg';
 import { embeddedDatabaseDirectory, startEmbeddedDatabase } from '../../src/shared/embedded-database.ts';
 import { createFixture, fixtureSettings } from '../helpers/experiment.ts';
-import { killAllSpawned, LORELEY_BIN, NODE, spawnLoreley, spawnSupervisor, waitFor } from '../helpers/processes.ts';
+import { killAllSpawned, LORELEY_BIN, NODE, processesMentioning, spawnLoreley, spawnSupervisor, waitFor } from '../helpers/processes.ts';
 
 /**
  * `loreley rebuild` with the embedded database (no DATABASE_URL): the volume holding it is lost, the
@@ -21,8 +23,19 @@ interface Snapshot {
   readonly lastIngested: string | null;
 }
 
+/**
+ * Waits until no process works on the cluster: the last user's server has stopped, and so has the
+ * watcher that stops it should its owner die (a late one would stop the next owner's server).
+ */
+async function quiet(directory: string): Promise<void> {
+  const location = path.join(directory, 'cluster-location');
+  const cluster = existsSync(location) ? readFileSync(location, 'utf8').trim() : directory;
+  await waitFor(`nothing running on ${cluster}`, () => processesMentioning(cluster).length === 0, 30_000, 50);
+}
+
 /** What the embedded cluster holds of the experiment, read with the server started for the purpose. */
 async function snapshot(directory: string, experimentId: string, remove = false): Promise<Snapshot> {
+  await quiet(directory);
   const database = await startEmbeddedDatabase({ directory });
   const pool = new pg.Pool({ connectionString: database.url, max: 1 });
   try {
@@ -75,6 +88,7 @@ test('loreley rebuild restores a lost embedded database; --force on a terminal r
   const before = await snapshot(directory, experimentId, true);
   assert.ok(before.elites.length >= 1 && before.jobs >= 6, JSON.stringify(before));
 
+  await quiet(directory);
   const rebuild = spawnLoreley(['rebuild'], { env: fixture.env, cwd: fixture.root });
   assert.equal((await rebuild.waitExit(120_000)).code, 0, rebuild.stderr());
   assert.match(rebuild.stdout(), /^starting the embedded PostgreSQL in /m);
@@ -82,12 +96,14 @@ test('loreley rebuild restores a lost embedded database; --force on a terminal r
   const rebuilt = await snapshot(directory, experimentId);
   assert.deepEqual(rebuilt.elites, before.elites, 'the same elites in the same cells');
 
+  await quiet(directory);
   const refused = await forceOnTerminal(fixture.env, fixture.root, 'not-the-id');
   assert.equal(refused.code, 1, refused.output);
   assert.match(refused.output, /the database already holds experiment/);
   assert.match(refused.output, /not confirmed: nothing changed/);
   assert.deepEqual(await snapshot(directory, experimentId), rebuilt, 'a refusal leaves the data untouched');
 
+  await quiet(directory);
   const confirmed = await forceOnTerminal(fixture.env, fixture.root, settings.experiment.raw);
   assert.equal(confirmed.code, 0, confirmed.output);
   assert.match(confirmed.output, /removed experiment /);
