@@ -33,7 +33,7 @@ test('the evolution job count: backfilled by the migration, then kept by every i
          ($1, 'baseline', 'r'), ($1, 'evolution', 'a'), ($1, 'evolution', 'b'), ($2, 'evolution', 'c')`,
       [A, B],
     );
-    assert.deepEqual(await migrate(pool, 'loreley'), [10]);
+    assert.deepEqual(await migrate(pool, 'loreley', MIGRATIONS.filter((m) => m.version <= 10)), [10]);
     assert.equal(await countEvolutionJobs(pool, A), 2, 'existing jobs counted, the baseline not');
     assert.equal(await countEvolutionJobs(pool, B), 1);
     assert.equal(await countEvolutionJobs(pool, '33333333-3333-4333-8333-333333333333'), 0, 'an experiment without jobs');
