@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from '../shared/backoff.ts';
 import { createPool, type Pool } from '../shared/db/pool.ts';
@@ -96,7 +95,7 @@ export class SupervisorDatabase {
         if (!slot.stillValid()) return;
         await upsertWorker(pool, {
           experimentId: this.settings.experiment.uuid,
-          host: os.hostname(),
+          host: this.settings.hostId,
           workerId: slot.workerId,
           role: slot.role,
           pid: slot.pid,
