@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { getCommitEmbedding, putCommitEmbedding, type CommitEmbedding } from '../../shared/db/archive.ts';
+import { getCommitEmbeddings, putCommitEmbedding, type CommitEmbedding } from '../../shared/db/archive.ts';
 import { getFileEmbeddings, putFileEmbeddings } from '../../shared/db/embeddings.ts';
 import type { Queryable } from '../../shared/db/pool.ts';
 import type { EmbeddingSettings } from '../../shared/settings/archive.ts';
@@ -49,12 +49,15 @@ export class RepositoryStateEmbedding {
   }
 
   async embedding(commit: string, parent?: string | null): Promise<CommitEmbedding> {
-    const cached = await getCommitEmbedding(this.db, this.experimentId, this.embedder.id, commit);
-    if (cached) return cached;
+    const withParent = parent && parent !== commit ? parent : undefined;
+    // The commit's and its parent's sums in one query: the usual case is a new child of a known parent.
+    const cached = await getCommitEmbeddings(this.db, this.experimentId, this.embedder.id, withParent ? [commit, withParent] : [commit]);
+    const own = cached.get(commit);
+    if (own) return own;
     let computed: CommitEmbedding | undefined;
-    if (parent && parent !== commit) {
-      const parentEmbedding = await this.embedding(parent, null);
-      computed = await this.incremental(parentEmbedding, parent, commit);
+    if (withParent) {
+      const parentEmbedding = cached.get(withParent) ?? (await this.embedding(withParent, null));
+      computed = await this.incremental(parentEmbedding, withParent, commit);
     }
     computed ??= await this.full(commit);
     await putCommitEmbedding(this.db, this.experimentId, this.embedder.id, computed);
@@ -91,9 +94,9 @@ export class RepositoryStateEmbedding {
   }
 
   private async incremental(parentEmbedding: CommitEmbedding, parent: string, commit: string): Promise<CommitEmbedding | undefined> {
-    const changes = await this.objects.diff(parent, commit);
+    // Both go down the same cat-file process at once: one wait instead of two.
+    const [changes, rules] = await Promise.all([this.objects.diff(parent, commit), this.rules(commit)]);
     if (changes.some((change) => (IGNORE_FILES as readonly string[]).includes(change.path))) return undefined;
-    const rules = await this.rules(commit);
     const removed: string[] = [];
     const added: string[] = [];
     const sizes = await this.objects.sizes(changes.flatMap((change) => [change.oldBlob, change.newBlob]));

@@ -209,15 +209,6 @@ function commitEmbedding(row: CommitEmbeddingRow): CommitEmbedding {
   return { ...row, vectorSum: float8Array(row.vectorSum) };
 }
 
-export async function getCommitEmbedding(db: Queryable, experimentId: string, embedderId: string, commitHash: string): Promise<CommitEmbedding | undefined> {
-  const { rows } = await db.query<CommitEmbeddingRow>(
-    `SELECT commit_hash AS "commitHash", file_count AS "fileCount", array_send(vector_sum) AS "vectorSum"
-       FROM commit_embeddings WHERE experiment_id = $1 AND embedder_id = $2 AND commit_hash = $3`,
-    [experimentId, embedderId, commitHash],
-  );
-  return rows[0] && commitEmbedding(rows[0]);
-}
-
 export async function getCommitEmbeddings(db: Queryable, experimentId: string, embedderId: string, commitHashes: readonly string[]): Promise<Map<string, CommitEmbedding>> {
   if (commitHashes.length === 0) return new Map();
   const { rows } = await db.query<CommitEmbeddingRow>(
