@@ -227,10 +227,27 @@ async function stopLeftover(dataDir: string, bins: Binaries, owner: { uid: numbe
  * holds: when this process dies, however it dies, the kernel closes that end, the read returns,
  * and the watcher stops the server (fast shutdown, then immediate if that takes over 7 s), well
  * within 10 s. A normal stop kills the watcher first.
+ *
+ * The watcher signals the postmaster it was started for, by pid, and only while the data
+ * directory's `postmaster.pid` still names it: a watcher that wakes late (a loaded machine, a
+ * stopped process) must not stop the server a new owner has started on the same cluster since,
+ * which `pg_ctl stop -D` would do. SIGINT and SIGQUIT are what pg_ctl sends for its fast and
+ * immediate modes.
  */
-function watchOwner(pgCtl: string, dataDir: string, owner: { uid: number; gid: number } | undefined): { release(): void } {
-  const script = 'while read -r _; do :; done; "$0" stop -D "$1" -m fast -w -t 7 >/dev/null 2>&1 || "$0" stop -D "$1" -m immediate -w -t 2 >/dev/null 2>&1';
-  const child = spawn('/bin/sh', ['-c', script, pgCtl, dataDir], {
+const WATCHER_SCRIPT = [
+  'while read -r _; do :; done',
+  'owns() { [ "$(head -n 1 "$1/postmaster.pid" 2>/dev/null)" = "$2" ]; }',
+  'owns "$1" "$2" || exit 0',
+  'kill -INT "$2" 2>/dev/null || exit 0',
+  'i=0',
+  'while [ "$i" -lt 70 ] && kill -0 "$2" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done',
+  'owns "$1" "$2" && kill -QUIT "$2" 2>/dev/null',
+  'exit 0',
+].join('\n');
+
+function watchOwner(dataDir: string, owner: { uid: number; gid: number } | undefined): { release(): void } {
+  const postmaster = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim();
+  const child = spawn('/bin/sh', ['-c', WATCHER_SCRIPT, 'loreley-database-watcher', dataDir, postmaster], {
     ...(owner ?? {}),
     detached: true,
     stdio: ['pipe', 'ignore', 'ignore'],
@@ -356,7 +373,7 @@ async function startClaimed(options: EmbeddedDatabaseOptions, directory: string,
     throw new Error(`the embedded database did not start: ${(error as Error).message}${serverLog ? ` (server log: ${serverLog})` : ''}`);
   }
 
-  const watcher = watchOwner(bins.pg_ctl, dataDir, owner);
+  const watcher = watchOwner(dataDir, owner);
   const url = `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${DATABASE}`;
   // Lets `loreley status` and other one-off commands find a supervisor's server. A reader's
   // server is private: it stops as soon as its command is done.
