@@ -14,6 +14,7 @@ import { RepositoryStateEmbedding } from './embedding/repository-state.ts';
 import { experimentIsDone, finishExperiment, type FinalSummary } from './finish.ts';
 import { checkRunHealth, type RunStop } from './health.ts';
 import { ingestStage } from './ingest.ts';
+import { JobRefPruner } from './job-refs.ts';
 import { NotesPublisher, type NotesResult } from './notes.ts';
 import { seedFromString } from './random.ts';
 import { reconcileStage, type ReconcileResult } from './reconcile.ts';
@@ -80,6 +81,7 @@ export class EvolutionScheduler {
   /** Set once the baseline failed or the circuit breaker tripped: nothing more is scheduled. */
   private stop: RunStop | undefined;
   private readonly notes: NotesPublisher;
+  private readonly jobRefs: JobRefPruner;
 
   constructor(options: EvolutionSchedulerOptions) {
     const { settings, pool, logger } = options;
@@ -99,6 +101,7 @@ export class EvolutionScheduler {
     });
     this.context = { settings, experimentId: this.experimentId, pool, boss: options.boss, logger, repository: this.repository, archive: this.archive, seed, heartbeatsTrustedAfter: options.heartbeatsTrustedAfter };
     this.notes = new NotesPublisher(this.context, () => this.rootCommit);
+    this.jobRefs = new JobRefPruner(this.context);
   }
 
   private createDescriptor(pool: Pool, embedder: FileEmbedder | undefined): BehaviorDescriptor {
@@ -186,17 +189,23 @@ export class EvolutionScheduler {
   }
 
   /**
-   * Writes and pushes the git notes of what was ingested since the last call (`notes.ts`); the loop
-   * calls it after every tick. A failure is logged and tried again next time, never thrown: the
+   * Writes and pushes the git notes of what was ingested since the last call (`notes.ts`), then
+   * prunes finished jobs' branches from the remote (`job-refs.ts`); the loop calls it after every
+   * tick. A failure is logged and tried again next time, never thrown: the
    * database stays the truth while the remote catches up.
    */
   async publishNotes(): Promise<NotesResult> {
+    let result: NotesResult = { noted: 0, pushed: false };
     try {
-      return await this.notes.publish();
+      result = await this.notes.publish();
     } catch (error) {
       this.context.logger.warn({ err: error }, `git notes not published (will try again after the next tick): ${errorMessage(error)}`);
-      return { noted: 0, pushed: false };
     }
+    // Finished jobs' branches leave the remote, their commits kept by one branch (`job-refs.ts`).
+    await this.jobRefs.prune().catch((error: unknown) => {
+      this.context.logger.warn({ err: error }, `finished jobs' branches not pruned from the remote (will try again after the next tick): ${errorMessage(error)}`);
+    });
+    return result;
   }
 
   /**

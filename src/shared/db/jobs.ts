@@ -407,3 +407,18 @@ export async function databaseNow(db: Queryable): Promise<Date> {
   const { rows } = await db.query<{ now: Date }>('SELECT now() AS now');
   return rows[0].now;
 }
+
+/**
+ * Which of `ids` have finished for good (succeeded, failed or cancelled), oldest first: their job
+ * branches can leave the remote (src/scheduler/job-refs.ts).
+ */
+export async function finishedJobIds(db: Queryable, experimentId: string, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM evolution_jobs
+      WHERE experiment_id = $1 AND id = ANY($2::uuid[]) AND status IN ('succeeded', 'failed', 'cancelled')
+      ORDER BY finished_at NULLS FIRST, id`,
+    [experimentId, ids],
+  );
+  return rows.map((row) => row.id);
+}
