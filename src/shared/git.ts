@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { storableText } from './storable.ts';
 
@@ -207,28 +207,24 @@ export async function excludePath(directory: string, pattern: string): Promise<v
   if (!current.split('\n').includes(pattern)) await appendFile(file, `${current.endsWith('\n') || current === '' ? '' : '\n'}${pattern}\n`);
 }
 
-/** A worktree at `commit` on `branch` (reset if it exists, so a retried job starts clean). */
-export async function addWorktree(baseClone: string, worktree: string, branch: string, commit: string): Promise<void> {
+/**
+ * A worktree at `commit`: on `branch` (reset if it exists, so a retried job starts clean), or with
+ * a detached HEAD when `branch` is undefined (no local branch to delete afterwards).
+ */
+export async function addWorktree(baseClone: string, worktree: string, branch: string | undefined, commit: string): Promise<void> {
   await mkdir(path.dirname(worktree), { recursive: true });
-  await gitAt(baseClone).raw(['worktree', 'add', '--quiet', '--force', '-B', branch, worktree, commit]);
+  await gitAt(baseClone).raw(['worktree', 'add', '--quiet', '--force', ...(branch === undefined ? ['--detach'] : ['-B', branch]), worktree, commit]);
 }
 
+/**
+ * Unregisters a worktree: deletes its administrative directory in the clone (found from the
+ * clone's side, whatever the worktree's own `.git` file says), which is all `git worktree remove
+ * --force --force` does beyond deleting the directory, without a git process. The caller deletes
+ * the directory; a worktree never registered (half-made) is left to it and to `pruneWorktrees`.
+ */
 export async function removeWorktree(baseClone: string, worktree: string): Promise<void> {
-  const remove = () => gitAt(baseClone).raw(['worktree', 'remove', '--force', '--force', worktree]);
-  try {
-    await remove();
-  } catch {
-    // git refuses when the worktree's `.git` file no longer points back at the clone (a candidate
-    // may rewrite it): point it back from the clone's side and try again.
-    const admin = adminDirectory(path.resolve(baseClone), path.resolve(worktree));
-    if (admin === undefined) return; // Not registered (a half-made worktree): the caller removes the directory.
-    try {
-      writeFileSync(path.join(worktree, '.git'), `gitdir: ${admin}\n`);
-      await remove();
-    } catch {
-      // Still refused: prune drops the registration once the caller has removed the directory.
-    }
-  }
+  const admin = adminDirectory(path.resolve(baseClone), path.resolve(worktree));
+  if (admin !== undefined) await rm(admin, { recursive: true, force: true });
 }
 
 export async function pruneWorktrees(baseClone: string): Promise<void> {
@@ -254,7 +250,23 @@ export async function commitAll(worktree: string, message: string, author: Autho
   if (files.length === 0) return undefined;
   // A message can hold anything an agent printed: no NUL (git refuses it), no secret (it is pushed).
   await git.raw(['-c', `user.name=${author.name}`, '-c', `user.email=${author.email}`, 'commit', '--quiet', '--no-verify', '--no-gpg-sign', '-m', storableText(message)]);
-  return { hash: (await git.raw(['rev-parse', 'HEAD'])).trim(), files };
+  return { hash: detachedHead(worktree) ?? (await git.raw(['rev-parse', 'HEAD'])).trim(), files };
+}
+
+/**
+ * The commit a protected worktree's detached HEAD names, read from its administrative directory
+ * (no git process); undefined when HEAD is a branch or the worktree is not one of ours.
+ */
+function detachedHead(worktree: string): string | undefined {
+  const { prefix } = pinned(worktree);
+  const gitDir = prefix.find((arg) => arg.startsWith('--git-dir='))?.slice('--git-dir='.length);
+  if (gitDir === undefined) return undefined;
+  try {
+    const head = readFileSync(path.join(gitDir, 'HEAD'), 'utf8').trim();
+    return /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(head) ? head : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function diff(directory: string, from: string, to: string, paths: readonly string[] = []): Promise<string> {

@@ -97,21 +97,24 @@ export class WorkerRepository {
     if (existsSync(directory)) await this.removeWorktree({ jobId, directory, branch, baseCommit, metaDirectory });
     await mkdir(this.worktreesRoot, { recursive: true });
     // Worktree registration writes into the shared clone's .git, so it takes the clone's lock.
+    // When job branches are pushed, the job's commit is pushed by hash from a detached HEAD: no
+    // local branch is made, so none has to be deleted (a git process fewer per job).
+    const localBranch = this.settings.push ? undefined : branch;
     await this.withCloneLock(async () => {
       try {
-        await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
+        await addWorktree(this.settings.baseClone, directory, localBranch, baseCommit);
       } catch (error) {
         if (await hasCommit(this.settings.baseClone, baseCommit)) {
           // A worker killed inside `git worktree add` leaves a half-written registration that
           // breaks every later add ("failed to read .git/worktrees/<id>/commondir"): clear such
           // leftovers (we hold the lock, so no add is under way) and try once more.
           if ((await this.clearBrokenRegistrations()) === 0) throw error;
-          await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
+          await addWorktree(this.settings.baseClone, directory, localBranch, baseCommit);
           return;
         }
         await fetchAll(this.settings.baseClone);
         if (!(await hasCommit(this.settings.baseClone, baseCommit))) throw new Error(`commit ${baseCommit} is not in ${this.settings.remoteUrl}`);
-        await addWorktree(this.settings.baseClone, directory, branch, baseCommit);
+        await addWorktree(this.settings.baseClone, directory, localBranch, baseCommit);
       }
     });
     const marker: Marker = { jobId, ...this.owner };
@@ -138,12 +141,13 @@ export class WorkerRepository {
     return cleared;
   }
 
+  /**
+   * Unregisters the worktree (under the clone's lock) and deletes it and its meta directory. A job
+   * made no local branch when branches are pushed; without push the branch is the only copy of
+   * the result and is kept.
+   */
   async removeWorktree(worktree: JobWorktree): Promise<void> {
-    await this.withCloneLock(async () => {
-      await removeWorktree(this.settings.baseClone, worktree.directory);
-      // The branch is on the remote (or, without push, the only copy of the result: kept).
-      if (this.settings.push) await this.deleteBranches([worktree.branch]);
-    });
+    await this.withCloneLock(() => removeWorktree(this.settings.baseClone, worktree.directory));
     await rm(worktree.directory, { recursive: true, force: true });
     await rm(worktree.metaDirectory, { recursive: true, force: true });
   }
