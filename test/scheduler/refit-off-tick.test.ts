@@ -169,6 +169,37 @@ describe('refit off the tick', () => {
     sameElites(held, await listElites(fixture.pool, experimentId));
   });
 
+  test('a refit computed off the tick is not written over elites another writer changed meanwhile', async () => {
+    const { archive, context } = await prepareExperiment('refit-changed');
+    const { experimentId } = context;
+    const holder = new pg.Client({ connectionString: fixture.url, options: `-c search_path=${fixture.settings.database.schema},public` });
+    await holder.connect();
+    try {
+      // Another writer (a scheduler that took over) holds the elites' version row and changes an elite.
+      await holder.query('BEGIN');
+      assert.equal((await ingestStage(context)).length, 1);
+      assert.ok(archive.refitPending);
+      await holder.query('SELECT version FROM archive_versions WHERE experiment_id = $1 FOR UPDATE', [experimentId]);
+      await holder.query('UPDATE archive_elites SET fitness = 42 WHERE experiment_id = $1 AND commit_hash = $2', [experimentId, SENTINEL]);
+      await waitFor('the refit waiting for the version row', async () => {
+        const { rows } = await fixture.pool.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%archive_versions%'`);
+        return rows.length > 0;
+      }, 60_000, 20);
+      await holder.query('COMMIT');
+      await waitFor('the refit dropped and ingestion going on', async () => (await ingestStage(context)).length > 0, 60_000, 20);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end();
+    }
+    assert.equal(archive.lastRefit, undefined, 'nothing applied');
+    // The refit falls due again at the next ingestion and lands on the archive as it now is.
+    await archive.applyPendingRefit({ wait: true });
+    const sentinel = (await listElites(fixture.pool, experimentId)).find((elite) => elite.commitHash === SENTINEL);
+    assert.equal(sentinel?.fitness, 42, "the other writer's change stands");
+    const held = [...(await archive.elites.byIsland(fixture.pool, undefined)).values()].flat();
+    sameElites(held, await listElites(fixture.pool, experimentId));
+  });
+
   test('a refit due at an ingestion whose scheduler stopped before applying it is applied by the next one before it ingests', async () => {
     const died = await prepareExperiment('refit-resumed');
     const { experimentId } = died.context;

@@ -379,7 +379,7 @@ export class MapElitesArchive {
       started,
       settled: false,
       result: this.prepareRefit(true)
-        .then((prepared) => this.applyProjection(prepared.model, prepared))
+        .then((prepared) => this.applyProjection(prepared.model, prepared, { ifChanged: 'fail' }))
         .then(
           (summary) => summary,
           (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
@@ -463,13 +463,23 @@ export class MapElitesArchive {
    * elites are rewritten and the model stored as the projection (with the CVT's centroids), fitted
    * at the ingestion count stored now. `prepared` is a re-placement computed beforehand from the
    * elites at a version; it is used only if that version is still the stored one, otherwise the
-   * elites are read and re-placed here. Also how a replay applies a recorded model.
+   * elites are read and re-placed here, or with `ifChanged: 'fail'` nothing is written and the
+   * refit fails (a refit computed off the tick never lands on an archive someone else changed
+   * meanwhile: a scheduler that lost its lock to another). Also how a replay applies a recorded
+   * model.
    */
-  async applyProjection(model: StoredProjection, prepared?: Pick<PreparedRefit, 'version' | 'placement' | 'samples' | 'ms'>): Promise<RefitSummary> {
+  async applyProjection(
+    model: StoredProjection,
+    prepared?: Pick<PreparedRefit, 'version' | 'placement' | 'samples' | 'ms'>,
+    options: { readonly ifChanged?: 'replace' | 'fail' } = {},
+  ): Promise<RefitSummary> {
     const descriptor = this.embeddingDescriptor();
     const writing = performance.now();
     const { placement, before, after } = await withTransaction(this.pool, async (client) => {
       const version = await lockArchiveVersion(client, this.experimentId);
+      if (prepared && prepared.version !== version && options.ifChanged === 'fail') {
+        throw new Error('the elites changed while the refit was computed (another writer): not applied');
+      }
       const placement = prepared && prepared.version === version
         ? prepared.placement
         : await this.replaceFromDatabase(client, await listElites(client, this.experimentId), model);
