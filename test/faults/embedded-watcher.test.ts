@@ -44,7 +44,7 @@ await startEmbeddedDatabase({ directory: ${JSON.stringify(directory)} });
 process.stdout.write('started\\n');
 setInterval(() => undefined, 1000);`;
   const first = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  cleanups.push(() => void (pidAlive(first.pid!) && process.kill(first.pid!, 'SIGKILL')));
+  cleanups.push(() => void (first.exitCode === null && first.signalCode === null && first.kill('SIGKILL')));
   let output = '';
   first.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   await waitFor('the first owner to start its server', () => output.includes('started'), 120_000, 50);
@@ -55,7 +55,9 @@ setInterval(() => undefined, 1000);`;
   assert.equal(watchers.length, 1, `one watcher: ${JSON.stringify(watchers)}`);
   const watcher = watchers[0].pid;
   process.kill(watcher, 'SIGSTOP');
-  cleanups.push(() => void (pidAlive(watcher) && process.kill(watcher, 'SIGKILL')));
+  // Killed at the end only if it was never seen to exit: its pid may belong to another process by then.
+  let watcherExited = false;
+  cleanups.push(() => void (!watcherExited && pidAlive(watcher) && process.kill(watcher, 'SIGKILL')));
 
   // Reaped, not only dead: a zombie still answers kill(pid, 0), and the claim would see an owner.
   const exited = new Promise((resolve) => first.once('exit', resolve));
@@ -71,6 +73,7 @@ setInterval(() => undefined, 1000);`;
 
   process.kill(watcher, 'SIGCONT');
   await waitFor('the late watcher to finish', () => !pidAlive(watcher), 15_000, 20);
+  watcherExited = true;
 
   assert.ok(pidAlive(secondServer), 'the new owner\'s server still runs');
   const client = new pg.Client({ connectionString: second.url });
