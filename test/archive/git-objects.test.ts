@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { GitObjects } from '../../src/scheduler/embedding/git-objects.ts';
 import { git, tempDir } from '../helpers/git.ts';
+import { waitFor } from '../helpers/processes.ts';
 
 /** The embedding's object reads (two long-lived cat-file processes) against git's own commands. */
 
@@ -84,5 +85,16 @@ describe('git objects', () => {
     // The next request either meets the dead process (and fails) or a new one; then it works again.
     await objects.fileAt(second, 'a.js').catch(() => undefined);
     assert.equal(await objects.fileAt(second, 'a.js'), 'a2');
+  });
+
+  test('idle processes exit after idleMs, and the next request starts them again', async () => {
+    const idle = new GitObjects(root, { idleMs: 200 });
+    const catFiles = () => execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' }).split('\n').filter((line) => line.includes('cat-file')).length;
+    const before = catFiles();
+    assert.equal(await idle.fileAt(second, 'a.js'), 'a2');
+    assert.deepEqual([...(await idle.sizes([git(root, 'rev-parse', `${second}:a.js`)]))].map(([, size]) => size), [2]);
+    assert.equal(catFiles(), before + 2);
+    await waitFor('the idle pair to exit', () => catFiles() === before, 10_000, 50);
+    assert.equal(await idle.fileAt(first, 'a.js'), 'a');
   });
 });

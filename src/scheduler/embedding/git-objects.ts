@@ -13,9 +13,12 @@ import { gitEnvironment, GitError, SAFE_CONFIG } from '../../shared/git.ts';
  * Requests are written as they come and answered in order, so concurrent callers share a process.
  * Objects fetched into the clone later are found: git rescans its packs when an object is missing.
  * A process that dies fails the requests it had and is started again on the next one. Idle, the
- * processes hold no reference on the event loop (a finished scheduler or test exits); they end when
- * this process does (their stdin closes).
+ * processes hold no reference on the event loop (a finished scheduler or test exits), and after
+ * `idleMs` (30 s by default) their stdin is closed and they exit, so processes that make many
+ * embedders over their life, or sit idle for hours, do not keep pairs of git processes around.
  */
+
+const IDLE_MS = 30_000;
 
 export const NULL_OID = '0000000000000000000000000000000000000000';
 
@@ -53,16 +56,20 @@ class CatFile {
   private bodyParts: Buffer[] = [];
   private bodyRemaining = -1;
   private stderr = '';
+  private readonly idleMs: number;
+  private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(directory: string, check: boolean) {
+  constructor(directory: string, check: boolean, idleMs: number) {
     this.directory = directory;
     this.check = check;
+    this.idleMs = idleMs;
   }
 
   /** The objects named (hashes or `rev:path` expressions), undefined for each one missing. */
   read(names: readonly string[]): Promise<Array<GitObject | undefined>> {
     if (names.length === 0) return Promise.resolve([]);
     for (const name of names) if (/[\n\r]/.test(name)) return Promise.reject(new GitError(`not an object name: ${JSON.stringify(name)}`));
+    clearTimeout(this.idleTimer);
     const child = this.process();
     return new Promise((resolve, reject) => {
       this.pending.push({ count: names.length, results: [], resolve, reject });
@@ -113,8 +120,20 @@ class CatFile {
     if (request.results.length === request.count) {
       this.pending.shift();
       request.resolve(request.results);
-      if (this.pending.length === 0) this.reference(false);
+      if (this.pending.length === 0) {
+        this.reference(false);
+        this.idleTimer = setTimeout(() => this.close(), this.idleMs);
+        this.idleTimer.unref();
+      }
     }
+  }
+
+  /** Lets the idle process go: detached first, so a request from now on starts a new one. */
+  private close(): void {
+    const child = this.child;
+    if (!child || this.pending.length > 0) return;
+    this.child = undefined;
+    child.stdin.end();
   }
 
   private onData(chunk: Buffer): void {
@@ -185,9 +204,9 @@ export class GitObjects {
   private readonly contents: CatFile;
   private readonly checks: CatFile;
 
-  constructor(directory: string) {
-    this.contents = new CatFile(directory, false);
-    this.checks = new CatFile(directory, true);
+  constructor(directory: string, options: { readonly idleMs?: number } = {}) {
+    this.contents = new CatFile(directory, false, options.idleMs ?? IDLE_MS);
+    this.checks = new CatFile(directory, true, options.idleMs ?? IDLE_MS);
   }
 
   /** Contents by object name; names that are missing are left out. */
