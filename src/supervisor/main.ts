@@ -244,6 +244,9 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   supervisor.on('stopping', (reason) => notifier.stopping(`stopping: ${reason}`));
 
   supervisor.start();
+  // A signal that came while the observer started (after the check above, before there was a
+  // supervisor to stop) was only recorded: honour it now; the children drain as they report ready.
+  if (stopRequested) supervisor.stop(stopRequested);
   const exitCode = await supervisor.stopped;
   const stoppedWith = runStopped !== undefined ? Math.max(exitCode, 1) : exitCode;
   // A drain after Ctrl+C still ends in 130, the shell's "interrupted": the run did not finish.
