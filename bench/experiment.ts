@@ -97,6 +97,8 @@ export async function createExperiment(harness: Harness, options: ExperimentOpti
     settings,
     applicationName: 'loreley-bench',
     supervise: false,
+    // It sends jobs and fetches none: a LISTEN here would read (and commit for) every NOTIFY.
+    listen: false,
     onQueueError: (error) => harness.progress(`bench queue error: ${String(error)}`),
   });
   const { pool, boss } = database;

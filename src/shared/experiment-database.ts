@@ -32,6 +32,8 @@ export interface OpenExperimentDatabaseOptions {
   readonly applicationName: string;
   /** Run pg-boss maintenance (expiry, heartbeat monitor) from this process: the scheduler does. */
   readonly supervise: boolean;
+  /** LISTEN for sent jobs (see `BossOptions.listen`): a worker nobody else wakes. */
+  readonly listen?: boolean;
   /** pg-boss reports errors (a lost connection, a failed poll) as events; they go here. */
   readonly onQueueError?: (error: Error) => void;
 }
@@ -42,7 +44,7 @@ export async function openExperimentDatabase(options: OpenExperimentDatabaseOpti
   const url = options.url ?? settings.database.url;
   if (!url) throw new Error('no database URL: DATABASE_URL is not set and no embedded database was started');
   const pool = createPool({ url, settings: settings.database, applicationName: options.applicationName });
-  const boss = createBoss({ url, settings, applicationName: `${options.applicationName}-queue`, supervise: options.supervise });
+  const boss = createBoss({ url, settings, applicationName: `${options.applicationName}-queue`, supervise: options.supervise, listen: options.listen });
   boss.on('error', options.onQueueError ?? (() => undefined));
   let migrated: number[];
   try {

@@ -41,7 +41,13 @@ export type SupervisorMessage =
   | { readonly loreley: 'drain'; readonly timeoutSeconds: number }
   | { readonly loreley: 'stop-now' }
   /** To a spare worker: take this slot (it then asks for the settings and starts as that worker). */
-  | { readonly loreley: 'assign'; readonly workerId: string };
+  | { readonly loreley: 'assign'; readonly workerId: string }
+  /**
+   * To an idle worker: a job was sent to the queue, fetch now. The supervisor LISTENs for the
+   * host and wakes one worker per notification, so N idle workers do not all fetch (and their
+   * backends do not all read the NOTIFY) for each job.
+   */
+  | { readonly loreley: 'wake' };
 
 /**
  * A Loreley message (tagged with `loreley`) rather than a stray one. Which kind it is follows from
@@ -60,6 +66,8 @@ export const CHILD_ENV = {
   spare: 'LORELEY_SPARE',
   /** '1' when the supervisor serves Prometheus metrics and will ask its children for theirs. */
   metrics: 'LORELEY_CHILD_METRICS',
+  /** '1' when the supervisor LISTENs for the host and sends `wake`: the worker's queue does not LISTEN itself. */
+  wake: 'LORELEY_WAKE',
 } as const;
 
 /** The exit code of a child whose settings cannot work (sysexits EX_CONFIG): not worth restarting. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { PgBoss, type Db } from 'pg-boss';
 import type { PoolClient } from './db/pool.ts';
 import { JobPreconditionError } from './errors.ts';
@@ -154,11 +155,19 @@ export interface BossOptions {
    * child's job): one connection, no LISTEN, no migration.
    */
   readonly sideConnection?: boolean;
+  /**
+   * LISTEN for sent jobs (pg-boss's own listener, one connection): only a worker that fetches and
+   * has nobody to wake it, i.e. a `loreley worker` run by hand. A supervised worker is woken by its
+   * supervisor's one listener for the host (`src/supervisor/job-wake.ts`); a scheduler fetches
+   * nothing. Every listening backend commits a transaction per NOTIFY it reads. Default: true
+   * (false on a side connection).
+   */
+  readonly listen?: boolean;
 }
 
 /**
- * A pg-boss instance with a small pool. LISTEN/NOTIFY wakes idle workers as soon as a job is sent
- * instead of waiting for the next poll.
+ * A pg-boss instance with a small pool. LISTEN/NOTIFY (when `listen`) wakes this process's idle
+ * workers as soon as a job is sent instead of waiting for the next poll.
  */
 export function createBoss(options: BossOptions): PgBoss {
   return new PgBoss({
@@ -166,12 +175,22 @@ export function createBoss(options: BossOptions): PgBoss {
     schema: options.settings.database.bossSchema,
     max: options.sideConnection ? 1 : options.settings.database.poolMax,
     application_name: options.applicationName,
-    useListenNotify: !options.sideConnection,
+    useListenNotify: !options.sideConnection && options.listen !== false,
     supervise: options.supervise,
     schedule: false,
     migrate: !options.sideConnection,
     registerInstance: false,
   });
+}
+
+/**
+ * The channel pg-boss 12 NOTIFYs on when a job is sent to a `notify` queue, with the queue's name
+ * as the payload: `'pgboss_' || left(encode(sha224(<schema>), 'hex'), 24)` (its
+ * `notifyChannelSql`, not exported). Our schema names are plain lower-case identifiers, which
+ * pg-boss uses as they are.
+ */
+export function queueNotifyChannel(bossSchema: string): string {
+  return `pgboss_${createHash('sha224').update(bossSchema).digest('hex').slice(0, 24)}`;
 }
 
 /** Creates or updates the experiment's queue and its dead-letter queue from settings. */

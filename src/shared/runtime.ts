@@ -50,6 +50,13 @@ export interface ChildRuntime {
   presenceRecorded(row: WorkerPresence): void;
   /** Tells the supervisor which queue jobs this process holds, so it can hand them back if we die. */
   setHeldJobs(jobs: readonly HeldJob[]): void;
+  /**
+   * True when the supervisor wakes this worker (`wake` messages) for the jobs sent to the queue:
+   * its queue does not LISTEN, so its own polling is only the backstop for a lost wake.
+   */
+  readonly wokenBySupervisor: boolean;
+  /** Calls `listener` on each `wake` from the supervisor. */
+  onWake(listener: () => void): void;
   /** Sends a message to the supervisor; a no-op when unsupervised. */
   send(message: ChildMessage): void;
   /** Stops heartbeats, the queue and the pool; flushes the log. */
@@ -108,6 +115,10 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   let jobId: string | null = null;
   let heldJobs: readonly HeldJob[] = [];
   const supervised = typeof process.send === 'function';
+  // One LISTEN per host: the supervisor's (it says so in our environment). A worker run by hand
+  // LISTENs itself; a scheduler fetches no jobs, so it has nothing to be woken for.
+  const wokenBySupervisor = supervised && role === 'worker' && process.env[CHILD_ENV.wake] === '1';
+  const wakeListeners: Array<() => void> = [];
 
   const send = (message: ChildMessage) => {
     if (supervised && process.connected) {
@@ -147,6 +158,8 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       if (drain.signal.aborted && Date.now() - signalledAt < 1000) return;
       signalledAt = Date.now();
       requestDrain('supervisor', message.timeoutSeconds);
+    } else if (message.loreley === 'wake') {
+      for (const listener of wakeListeners) listener();
     } else if (message.loreley === 'stop-now') {
       logger.warn('supervisor asked to stop now');
       drain.abort();
@@ -179,6 +192,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
         url: databaseUrl,
         applicationName: `loreley-${workerId}`,
         supervise: options.supervise,
+        listen: role === 'worker' && !wokenBySupervisor,
         onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
       });
       if (backoff.failures > 0) logger.info({ failedTries: backoff.failures }, 'the database is reachable again');
@@ -266,6 +280,10 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     setHeldJobs(jobs) {
       heldJobs = [...jobs];
       heartbeat();
+    },
+    wokenBySupervisor,
+    onWake(listener) {
+      wakeListeners.push(listener);
     },
     send,
     async close() {

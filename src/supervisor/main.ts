@@ -17,6 +17,7 @@ import { writeOutcome, writePidFile } from './reload-control.ts';
 import { changesNeedingRestart, childProcessEnv, readSettingsSnapshot, type SettingsSnapshot } from './reload-settings.ts';
 import { statusLine } from './status.ts';
 import { HostPresence } from './host-presence.ts';
+import { JobWake } from './job-wake.ts';
 import { RunObserver } from './observer.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -171,13 +172,15 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
     settings: settings.supervisor,
     logger,
     childModule: CHILD_MODULE,
-    childEnv: childProcessEnv(observer.metricsUrl !== undefined ? { [CHILD_ENV.metrics]: '1' } : {}),
+    childEnv: childProcessEnv({ [CHILD_ENV.wake]: '1', ...(observer.metricsUrl !== undefined ? { [CHILD_ENV.metrics]: '1' } : {}) }),
     childSettings: () => ({ loreley: 'settings', env: { ...current.env, DATABASE_URL: databaseUrl }, cwd: current.settings.cwd }),
     workers: settings.supervisor.workers,
     scheduler: settings.supervisor.scheduler,
     lostJobs,
   });
   const running = supervisor;
+  // The host's one LISTEN: it wakes one idle worker per sent job (the workers do not LISTEN).
+  const jobWake = settings.supervisor.workers > 0 ? new JobWake({ url, settings, logger, target: running }) : undefined;
   const summary = () => statusLine(running.view());
   // What is up, not each child's state: a child's first heartbeat comes just after its 'ready'.
   const readyLine = () => {
@@ -247,7 +250,9 @@ export async function runSupervisor(options: SupervisorRunOptions): Promise<numb
   // A signal that came while the observer started (after the check above, before there was a
   // supervisor to stop) was only recorded: honour it now; the children drain as they report ready.
   if (stopRequested) supervisor.stop(stopRequested);
+  jobWake?.start();
   const exitCode = await supervisor.stopped;
+  await jobWake?.close();
   const stoppedWith = runStopped !== undefined ? Math.max(exitCode, 1) : exitCode;
   // A drain after Ctrl+C still ends in 130, the shell's "interrupted": the run did not finish.
   const code = stoppedWith === 0 && interrupted ? EXIT_INTERRUPTED : stoppedWith;

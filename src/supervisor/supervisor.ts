@@ -243,6 +243,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
   }
 
+  /** Sends `wake` to a worker slot's child (see job-wake.ts); false when it has no ready child. */
+  wake(slotId: string): boolean {
+    const slot = this.slots.find((s) => s.id === slotId);
+    if (!slot || slot.role !== 'worker' || !slot.ready || !slot.child?.isConnected()) return false;
+    this.sendTo(slot, slot.child, { loreley: 'wake' });
+    return true;
+  }
+
   private send(slot: Slot, message: SupervisorMessage): void {
     if (slot.child) this.sendTo(slot, slot.child, message);
   }

@@ -16,6 +16,9 @@ interface InFlight {
   readonly finished: Promise<void>;
 }
 
+/** The longest a worker that is woken for sent jobs waits between its own fetches (a lost wake costs at most this). */
+const BACKSTOP_POLL_SECONDS = 10;
+
 function wakeQueueWorkers(boss: ChildRuntime['boss'], queue: string): void {
   for (const worker of boss.getWipData()) {
     if (worker.name === queue) boss.notifyWorker(worker.id);
@@ -131,17 +134,25 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     }
   };
 
+  // Woken for sent jobs (our own LISTEN, or the supervisor's `wake`), a worker polls only as a
+  // backstop for a lost wake: as rarely as pg-boss polls a queue whose NOTIFYs it listens for.
+  const backstopSeconds = Math.max(settings.queue.pollingIntervalSeconds, BACKSTOP_POLL_SECONDS);
   await boss.work(
     settings.queue.name,
     {
       batchSize: 1,
       localConcurrency: settings.worker.concurrency,
       includeMetadata: true,
-      pollingIntervalSeconds: settings.queue.pollingIntervalSeconds,
-      notifyPollingIntervalSeconds: Math.max(settings.queue.pollingIntervalSeconds, 10),
+      pollingIntervalSeconds: runtime.wokenBySupervisor ? backstopSeconds : settings.queue.pollingIntervalSeconds,
+      notifyPollingIntervalSeconds: backstopSeconds,
     },
     async ([job]) => handle(job),
   );
+  // A wake between our fetches is kept by pg-boss (the next fetch skips its wait); one while
+  // draining is ignored: a draining worker takes nothing more.
+  runtime.onWake(() => {
+    if (!runtime.drainSignal.aborted) wakeQueueWorkers(boss, settings.queue.name);
+  });
   runtime.setState('idle');
 
   if (!runtime.drainSignal.aborted) await Promise.race([once(runtime.drainSignal, 'abort'), once(fatalSignal.signal, 'abort')]);
