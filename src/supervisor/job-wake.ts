@@ -80,13 +80,24 @@ export class JobWaker {
   private readonly now: () => number;
   /** Wakes sent, and how many found no idle worker (every worker busy: they fetch when they finish). */
   readonly counts = { wakes: 0, noneIdle: 0 };
+  /**
+   * A send found no idle worker. A busy one fetches again when it finishes anyway, but a worker
+   * that was starting did its first fetch before it said it was idle: the next worker to turn
+   * idle is woken once, so a job sent in that window does not wait for the backstop poll.
+   */
+  private missed = false;
 
   constructor(target: WakeTarget, options: { policy?: WakePolicy; now?: () => number } = {}) {
     this.target = target;
     this.policy = options.policy ?? new WakePolicy();
     this.now = options.now ?? (() => performance.now());
     target.on('change', (view) => {
-      if (view.role === 'worker' && view.state === 'busy' && this.policy.becameBusy(view.id, this.now())) this.wakeOne();
+      if (view.role !== 'worker') return;
+      if (view.state === 'busy' && this.policy.becameBusy(view.id, this.now())) this.wakeOne();
+      else if (view.state === 'idle' && this.missed) {
+        this.missed = false;
+        if (this.target.wake(view.id)) this.policy.woken(view.id, this.now());
+      }
     });
   }
 
@@ -103,6 +114,7 @@ export class JobWaker {
       idle.splice(idle.indexOf(id), 1);
     }
     this.counts.noneIdle += 1;
+    this.missed = true;
     return undefined;
   }
 }
