@@ -86,6 +86,9 @@ test('three short database outages and one of 60 s under a running experiment: n
   const log = supervisorLog();
   const crashes = log.filter((line) => /exited unexpectedly|marked errored|was unresponsive/.test(String(line.msg)));
   assert.deepEqual(crashes.map((line) => line.msg), [], 'no child exited or was counted as a crash during the outages');
+  // The host's one LISTEN (which wakes the workers) went with the server and came back with it.
+  assert.ok(log.some((line) => line.msg === 'lost the LISTEN connection: workers poll until it is back'), 'the supervisor saw its LISTEN connection go');
+  assert.ok(log.some((line) => line.msg === 'listening for sent jobs again'), 'and LISTENs again');
 
   const queue = await openQueue(fixture, url);
   await queue.close();
