@@ -4,14 +4,14 @@ import { after, test } from 'node:test';
 import type { Pool } from '../../src/shared/db/pool.ts';
 import { stopTestServer } from '../helpers/database.ts';
 import { createFixture, logDir, openQueue, type QueueClient } from '../helpers/experiment.ts';
-import { killAllSpawned, readLog, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
+import { killAllSpawned, readLog, spawnLoreley, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
 
 /**
  * The NOTIFY herd fix: one LISTEN per host. A supervisor LISTENs on one connection and wakes one
  * idle worker per sent job over IPC; its workers' queues do not LISTEN. Jobs sent one at a time
  * to idle supervised workers are all done; a second host has its own one listener; a LISTEN
  * connection killed by the server comes back; a worker SIGKILLed between its wake and its fetch
- * loses nothing (the job stays queued, no attempt used).
+ * loses nothing (the job stays queued, no attempt used). A `loreley worker` run by hand LISTENs itself.
  */
 
 after(async () => {
@@ -146,4 +146,19 @@ test('the LISTEN connection comes back after the server ends it, and a worker ki
 
   process.kill(supervisor.pid, 'SIGTERM');
   assert.equal((await supervisor.waitExit(60_000)).code, 0);
+});
+
+test('a `loreley worker` run by hand (no supervisor) keeps its own LISTEN and is woken by it', async () => {
+  const fixture = await createFixture({ experimentId: 'job-wake-by-hand' });
+  const queue = await openQueue(fixture);
+  after(() => queue.close());
+  const worker = spawnLoreley(['worker', '--worker-id', 'byhand0001'], { env: fixture.env, cwd: fixture.root });
+  after(() => worker.killGroup('SIGKILL'));
+  await waitFor('the worker idle', async () => (await idleWorkers(queue)) === 1, 60_000, 50, worker);
+  await waitFor('its LISTEN', async () => (await listeners(queue.pool)).length === 1, 20_000, 50, worker);
+  assert.deepEqual(await listeners(queue.pool), ['loreley-byhand0001-queue']);
+  const ids = await sendOneAtATime(queue, 3);
+  await waitFor('its jobs done', () => allFinished(queue, ids), 60_000, 100, worker);
+  process.kill(worker.pid, 'SIGTERM');
+  assert.equal((await worker.waitExit(30_000)).code, 0);
 });
