@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { getJob, insertJob, markRunning } from '../../src/shared/db/jobs.ts';
+import { getJob } from '../../src/shared/db/jobs.ts';
 import { EvolutionScheduler } from '../../src/scheduler/scheduler.ts';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, silentLogger, type Fixture } from '../scheduler/fixture.ts';
+import { createFixture, runningJob, silentLogger } from '../scheduler/fixture.ts';
 
 /**
  * Item 1 of issue 7, the reconcile side: whoever notices first that a worker is gone (the
@@ -14,19 +14,6 @@ import { createFixture, silentLogger, type Fixture } from '../scheduler/fixture.
  */
 
 after(() => stopTestServer());
-
-async function runningJob(fixture: Fixture): Promise<{ id: string; queueJobId: string }> {
-  const queue = fixture.settings.queue.name;
-  const job = await insertJob(fixture.pool, { experimentId: fixture.settings.experiment.uuid, baseCommit: fixture.rootCommit });
-  const queueJobId = await fixture.boss.send(queue, { jobId: job.id });
-  assert.ok(queueJobId);
-  await fixture.pool.query(`UPDATE evolution_jobs SET status = 'queued', queue_job_id = $2 WHERE id = $1`, [job.id, queueJobId]);
-  // A worker fetches it (the queue job is active) and claims the row.
-  const [fetched] = await fixture.boss.fetch(queue, { batchSize: 1 });
-  assert.equal(fetched?.id, queueJobId);
-  await markRunning(fixture.pool, job.id, { workerId: 'worker0001', host: 'gone-host', queueJobId });
-  return { id: job.id, queueJobId };
-}
 
 test('lost workers found by the scheduler or by pg-boss\'s sweep: handed back, attempt returned; a real failure still fails', async () => {
   const fixture = await createFixture({ env: { MAPELITES_SEED_POPULATION_SIZE: '0', SCHEDULER_MAX_TOTAL_JOBS: '0' } });
@@ -40,9 +27,9 @@ test('lost workers found by the scheduler or by pg-boss\'s sweep: handed back, a
     await fresh.start();
     await fixture.pool.query(`UPDATE evolution_jobs SET status = 'cancelled' WHERE kind = 'baseline'`);
 
-    const silent = await runningJob(fixture);
-    const swept = await runningJob(fixture);
-    const broken = await runningJob(fixture);
+    const silent = await runningJob(fixture, 'gone-host');
+    const swept = await runningJob(fixture, 'gone-host');
+    const broken = await runningJob(fixture, 'gone-host');
     // The worker of `silent` stopped heartbeating two intervals ago; pg-boss's sweep already failed `swept`.
     await fixture.pool.query(`UPDATE ${schema}.job SET heartbeat_on = now() - $2 * interval '1 second' WHERE id = $1`, [silent.queueJobId, heartbeat * 2]);
     await fixture.boss.fail(queue, swept.queueJobId, { value: { message: 'job heartbeat timeout' } });
@@ -80,7 +67,7 @@ test('with retries on, a job pg-boss put back into retry for a lapsed heartbeat 
     const scheduler = new EvolutionScheduler({ settings: fixture.settings, pool: fixture.pool, boss: fixture.boss, logger: silentLogger, workerId: 'scheduler0001', heartbeatsTrustedAfter: 0 });
     await scheduler.start();
     await fixture.pool.query(`UPDATE evolution_jobs SET status = 'cancelled' WHERE kind = 'baseline'`);
-    const lost = await runningJob(fixture);
+    const lost = await runningJob(fixture, 'gone-host');
     await fixture.boss.fail(queue, lost.queueJobId, { value: { message: 'job heartbeat timeout' } });
     assert.equal((await fixture.boss.findJobs(queue, { id: lost.queueJobId }))[0].state, 'retry');
     const tick = await scheduler.tick();

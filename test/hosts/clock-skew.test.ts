@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { collectStatus, formatStatus } from '../../src/cli/status.ts';
-import { getJob, insertJob, markRunning } from '../../src/shared/db/jobs.ts';
+import { getJob } from '../../src/shared/db/jobs.ts';
 import { upsertWorker } from '../../src/shared/db/workers.ts';
 import { EvolutionScheduler } from '../../src/scheduler/scheduler.ts';
 import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, silentLogger, type Fixture } from '../scheduler/fixture.ts';
+import { createFixture, runningJob, silentLogger } from '../scheduler/fixture.ts';
 
 /**
  * Hosts whose clocks disagree (issue 13): everything compared across hosts is measured by the
@@ -27,18 +27,6 @@ async function withClockSkew<T>(skewMs: number, run: () => Promise<T>): Promise<
   }
 }
 
-async function runningJob(fixture: Fixture): Promise<{ id: string; queueJobId: string }> {
-  const queue = fixture.settings.queue.name;
-  const job = await insertJob(fixture.pool, { experimentId: fixture.settings.experiment.uuid, baseCommit: fixture.rootCommit });
-  const queueJobId = await fixture.boss.send(queue, { jobId: job.id });
-  assert.ok(queueJobId);
-  await fixture.pool.query(`UPDATE evolution_jobs SET status = 'queued', queue_job_id = $2 WHERE id = $1`, [job.id, queueJobId]);
-  const [fetched] = await fixture.boss.fetch(queue, { batchSize: 1 });
-  assert.equal(fetched?.id, queueJobId);
-  await markRunning(fixture.pool, job.id, { workerId: 'worker0001', host: 'other-host', queueJobId });
-  return { id: job.id, queueJobId };
-}
-
 test('a scheduler whose clock is ahead hands back no live worker\'s job, and one whose clock is behind still finds a lost one', async () => {
   const fixture = await createFixture({ env: { MAPELITES_SEED_POPULATION_SIZE: '0', SCHEDULER_MAX_TOTAL_JOBS: '0' } });
   try {
@@ -50,7 +38,7 @@ test('a scheduler whose clock is ahead hands back no live worker\'s job, and one
     await fixture.pool.query(`UPDATE evolution_jobs SET status = 'cancelled' WHERE kind = 'baseline'`);
 
     // Another host's worker heartbeats this very moment (by the database's clock).
-    const live = await runningJob(fixture);
+    const live = await runningJob(fixture, 'other-host');
     await fixture.pool.query(`UPDATE ${schema}.job SET heartbeat_on = now() WHERE id = $1`, [live.queueJobId]);
     const ahead = await withClockSkew(SKEW_MS, () => scheduler.tick());
     assert.equal(ahead.reconciled.handedBack ?? 0, 0, 'a clock ten minutes ahead does not make a live heartbeat look lapsed');

@@ -24,8 +24,8 @@ interface Snapshot {
 }
 
 /**
- * Waits until no process works on the cluster: the last user's server has stopped, and so has the
- * watcher that stops it should its owner die (a late one would stop the next owner's server).
+ * Waits until no process works on the cluster: the last user's server has stopped, and so has its
+ * watcher, so each start below begins from a stopped cluster rather than taking one over.
  */
 async function quiet(directory: string): Promise<void> {
   const location = path.join(directory, 'cluster-location');

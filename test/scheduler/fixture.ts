@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { randomUUID } from 'node:crypto';
-import { markRunning, markSucceeded } from '../../src/shared/db/jobs.ts';
+import { insertJob, markRunning, markSucceeded } from '../../src/shared/db/jobs.ts';
 import { withTransaction, type Pool } from '../../src/shared/db/pool.ts';
 import { upsertMetrics, type MetricValue } from '../../src/shared/db/results.ts';
 import { openExperimentDatabase } from '../../src/shared/experiment-database.ts';
@@ -79,6 +79,23 @@ export async function completeJob(pool: Pool, experimentId: string, jobId: strin
     await upsertMetrics(client, experimentId, commit, jobId, values);
     if (!(await markSucceeded(client, jobId, attempt, commit))) throw new Error(`job ${jobId} could not be marked succeeded`);
   });
+}
+
+/**
+ * A job as a worker on `host` holds it: the row queued and sent, the queue job fetched (active)
+ * and the row claimed by that attempt. Nothing runs it: a lost worker, or a live one, as the test
+ * then makes its heartbeat look.
+ */
+export async function runningJob(fixture: Fixture, host: string): Promise<{ id: string; queueJobId: string }> {
+  const queue = fixture.settings.queue.name;
+  const job = await insertJob(fixture.pool, { experimentId: fixture.settings.experiment.uuid, baseCommit: fixture.rootCommit });
+  const queueJobId = await fixture.boss.send(queue, { jobId: job.id });
+  if (!queueJobId) throw new Error('the queue refused the job');
+  await fixture.pool.query(`UPDATE evolution_jobs SET status = 'queued', queue_job_id = $2 WHERE id = $1`, [job.id, queueJobId]);
+  const [fetched] = await fixture.boss.fetch(queue, { batchSize: 1 });
+  if (fetched?.id !== queueJobId) throw new Error(`fetched ${fetched?.id ?? 'nothing'} instead of ${queueJobId}`);
+  await markRunning(fixture.pool, job.id, { workerId: 'worker0001', host, queueJobId });
+  return { id: job.id, queueJobId };
 }
 
 export async function failJob(pool: Pool, jobId: string): Promise<void> {
