@@ -318,6 +318,24 @@ async function inTransactions(load: Load, jobs: number, send: (count: number) =>
   }
 }
 
+/** A baseline's worker processes (a fixture each, a bare environment), counting their 'ready' messages. */
+function spawnBaselineWorkers(harness: Harness, label: string, workers: number, args: string[]): { procs: Proc[]; ready: () => number } {
+  const procs: Proc[] = [];
+  let ready = 0;
+  for (let i = 0; i < workers; i += 1) {
+    const proc = harness.spawn(`${label} worker ${i + 1}`, args, {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+      cwd: harness.tempDir(`${label}-worker`),
+      ipc: true,
+    });
+    proc.child.on('message', (message: { type?: string }) => {
+      if (message.type === 'ready') ready += 1;
+    });
+    procs.push(proc);
+  }
+  return { procs, ready: () => ready };
+}
+
 const pgBossSide: Side = {
   name: 'raw pg-boss',
   async run(harness, workers, jobs, load) {
@@ -329,26 +347,14 @@ const pgBossSide: Side = {
     boss.on('error', (error) => harness.progress(`bench pg-boss: ${error.message}`));
     await boss.start();
     await boss.createQueue(queue, { notify: true });
-    const procs: Proc[] = [];
-    let ready = 0;
-    for (let i = 0; i < workers; i += 1) {
-      const proc = harness.spawn(`pg-boss worker ${i + 1}`, [path.join(FIXTURES, 'pgboss-throughput.mjs'), url, schema, queue, JSON.stringify(COMMAND)], {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
-        cwd: harness.tempDir('pgboss-worker'),
-        ipc: true,
-      });
-      proc.child.on('message', (message: { type?: string }) => {
-        if (message.type === 'ready') ready += 1;
-      });
-      procs.push(proc);
-    }
+    const { procs, ready } = spawnBaselineWorkers(harness, 'pg-boss', workers, [path.join(FIXTURES, 'pgboss-throughput.mjs'), url, schema, queue, JSON.stringify(COMMAND)]);
     const pool = new pg.Pool({ connectionString: url, max: 2 });
     try {
       return await measure(harness, {
         url,
         procs,
         jobs,
-        ready: async () => ready >= workers,
+        ready: async () => ready() >= workers,
         enqueue: () => inTransactions(load, jobs, (count) => boss.insert(queue, Array.from({ length: count }, () => ({ data: {} })))),
         done: async () => {
           const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${schema}.job WHERE name = $1 AND state = 'completed'`, [queue]);
@@ -368,26 +374,14 @@ const graphileSide: Side = {
     const url = await harness.createDatabase(`graphile${workers}${load}`);
     const utils = await makeWorkerUtils({ connectionString: url });
     await utils.migrate();
-    const procs: Proc[] = [];
-    let ready = 0;
-    for (let i = 0; i < workers; i += 1) {
-      const proc = harness.spawn(`graphile worker ${i + 1}`, [path.join(FIXTURES, 'graphile-throughput.mjs'), url, JSON.stringify(COMMAND)], {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
-        cwd: harness.tempDir('graphile-worker'),
-        ipc: true,
-      });
-      proc.child.on('message', (message: { type?: string }) => {
-        if (message.type === 'ready') ready += 1;
-      });
-      procs.push(proc);
-    }
+    const { procs, ready } = spawnBaselineWorkers(harness, 'graphile', workers, [path.join(FIXTURES, 'graphile-throughput.mjs'), url, JSON.stringify(COMMAND)]);
     const pool = new pg.Pool({ connectionString: url, max: 2 });
     try {
       return await measure(harness, {
         url,
         procs,
         jobs,
-        ready: async () => ready >= workers,
+        ready: async () => ready() >= workers,
         enqueue: () => inTransactions(load, jobs, (count) => utils.addJobs(Array.from({ length: count }, () => ({ identifier: 'job', payload: {} })))),
         done: async () => {
           const { rows } = await pool.query<{ n: number; failed: number }>(

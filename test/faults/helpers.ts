@@ -3,7 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { urlPasswords } from '../../src/shared/logger.ts';
 import type { Fixture, QueueClient } from '../helpers/experiment.ts';
-import { NODE } from '../helpers/processes.ts';
+import { after } from 'node:test';
+import { stopTestServer } from '../helpers/database.ts';
+import { killAllSpawned, NODE, type Spawned } from '../helpers/processes.ts';
 import { audit, type AuditOptions, type AuditReport } from './audit.ts';
 
 /**
@@ -84,4 +86,20 @@ export function auditFixture(fixture: Fixture, queue: QueueClient, overrides: Pa
     secrets: [...urlPasswords(overrides.databaseUrl ?? fixture.databaseUrl), ...(overrides.secrets ?? [])],
     ...overrides,
   });
+}
+
+/**
+ * What a fault test starts and must leave nothing of: its supervisors (killed by process group),
+ * every other spawned process, its queue clients and the test server, all at the file's end.
+ */
+export function cleanUpAtEnd(): { readonly running: Spawned[]; readonly queues: QueueClient[] } {
+  const running: Spawned[] = [];
+  const queues: QueueClient[] = [];
+  after(async () => {
+    for (const spawned of running) spawned.killGroup('SIGKILL');
+    killAllSpawned();
+    for (const queue of queues) await queue.close();
+    await stopTestServer();
+  });
+  return { running, queues };
 }

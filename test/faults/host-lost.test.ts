@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, openQueue, type QueueClient } from '../helpers/experiment.ts';
-import { killAllSpawned, pidAlive, spawnLoreley, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
+import { test } from 'node:test';
+import { createFixture, openQueue } from '../helpers/experiment.ts';
+import { pidAlive, spawnLoreley, spawnSupervisor, waitFor } from '../helpers/processes.ts';
 import { assertAudit } from './audit.ts';
-import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
+import { auditFixture, cleanUpAtEnd, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
 
 /**
  * Item 1 (a whole host gone) and item 5 (dead slots in `loreley status`) of issue 7.
@@ -14,14 +13,7 @@ import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from '.
  * about one queue heartbeat interval, with the attempt given back and the default retry setting.
  */
 
-const queues: QueueClient[] = [];
-const running: Spawned[] = [];
-after(async () => {
-  for (const spawned of running) spawned.killGroup('SIGKILL');
-  killAllSpawned();
-  for (const queue of queues) await queue.close();
-  await stopTestServer();
-});
+const { running, queues } = cleanUpAtEnd();
 
 const HEARTBEAT_SECONDS = 10;
 

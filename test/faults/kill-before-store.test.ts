@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import pg from 'pg';
-import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, openQueue, type QueueClient } from '../helpers/experiment.ts';
-import { killAllSpawned, pidAlive, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
+import { createFixture, openQueue } from '../helpers/experiment.ts';
+import { pidAlive, spawnSupervisor, waitFor } from '../helpers/processes.ts';
 import { assertAudit } from './audit.ts';
-import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
+import { auditFixture, cleanUpAtEnd, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
 
 /**
  * Issue 7, "SIGKILL a worker between commit and store", hit exactly: the test holds the job's row
@@ -14,14 +13,7 @@ import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from '.
  * is released, and the job must come back, run again and be recorded exactly once.
  */
 
-const queues: QueueClient[] = [];
-const running: Spawned[] = [];
-after(async () => {
-  for (const spawned of running) spawned.killGroup('SIGKILL');
-  killAllSpawned();
-  for (const queue of queues) await queue.close();
-  await stopTestServer();
-});
+const { running, queues } = cleanUpAtEnd();
 
 const REPEATS = 3;
 

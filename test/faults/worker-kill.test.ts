@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { stopTestServer } from '../helpers/database.ts';
-import { createFixture, logDir, openQueue, type QueueClient } from '../helpers/experiment.ts';
+import { test } from 'node:test';
+import { createFixture, logDir, openQueue } from '../helpers/experiment.ts';
 import { git } from '../helpers/git.ts';
-import { killAllSpawned, pidAlive, readLog, spawnSupervisor, waitFor, type Spawned } from '../helpers/processes.ts';
+import { pidAlive, readLog, spawnSupervisor, waitFor } from '../helpers/processes.ts';
 import { assertAudit } from './audit.ts';
-import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
+import { auditFixture, cleanUpAtEnd, stageRecord, uptimeSeconds, useStallingCommands } from './helpers.ts';
 
 /**
  * Item 1 of issue 7, done for real: a supervised worker is SIGKILLed in the middle of a job (during
@@ -15,14 +14,7 @@ import { auditFixture, stageRecord, uptimeSeconds, useStallingCommands } from '.
  * audit balances at the end.
  */
 
-const queues: QueueClient[] = [];
-const running: Spawned[] = [];
-after(async () => {
-  for (const spawned of running) spawned.killGroup('SIGKILL');
-  killAllSpawned();
-  for (const queue of queues) await queue.close();
-  await stopTestServer();
-});
+const { running, queues } = cleanUpAtEnd();
 
 const REPEATS = 3;
 
