@@ -45,6 +45,8 @@ const ISLANDS = 4;
 const DIMS = 4;
 const CELLS_PER_DIM = 32;
 const EMBED_DIMS = 256;
+/** Plain ticks timed back to back at 10,000 elites, the baseline of the ticks during a refit (about as many as run meanwhile). */
+const PLAIN_TICKS = 100;
 
 export const archiveScale: Benchmark = {
   name: 'archive',
@@ -187,6 +189,19 @@ export const archiveScale: Benchmark = {
       const inlineMs = performance.now() - inlineStarted;
       harness.progress(`inline refit ${ms(inlineMs)} (${inline.elites} elites, ${inline.moved} moved, ${inline.dropped} dropped; ms ${JSON.stringify(inline.ms)})`);
 
+      // The same number of plain ticks back to back first: the baseline for the slowest tick, since
+      // a shared 2-core machine makes a few ticks of any hundred slower, refit or not.
+      const plain: number[] = [];
+      for (let i = 0; i < PLAIN_TICKS; i += 1) {
+        const started = performance.now();
+        await tick(context, rootCommit);
+        plain.push(performance.now() - started);
+        await removeScheduled(pool, experimentId);
+      }
+      const plainSlowest = Math.max(...plain);
+      const plainP95 = summary(plain).p95;
+      harness.progress(`${PLAIN_TICKS} plain ticks at ${inline.elites.toLocaleString('en')} elites: median ${ms(summary(plain).p50)}, p95 ${ms(plainP95)}, slowest ${ms(plainSlowest)}`);
+
       // Off the tick, as the scheduler runs it: ticks go on back to back until it is applied.
       const ingestionCount = Number((await pool.query<{ n: number }>('SELECT ingestions AS n FROM archive_state WHERE experiment_id = $1', [experimentId])).rows[0].n);
       const refitStarted = performance.now();
@@ -220,15 +235,24 @@ export const archiveScale: Benchmark = {
         target: '',
         pass: undefined,
       });
+      const computing = during.slice(0, -1).length > 0 ? during.slice(0, -1) : [0];
       rows.push({
         benchmark: 'slowest tick while the refit computes',
         loreley: ms(slowestWhileComputing),
-        baseline: `tick ${ms(tickTen)} at 10,000 elites`,
-        ratio: ratio(slowestWhileComputing, tickTen),
+        baseline: `slowest of ${PLAIN_TICKS} plain ticks ${ms(plainSlowest)}`,
+        ratio: ratio(slowestWhileComputing, plainSlowest),
         target: '≤ 2× (held ≤ one tick)',
-        pass: slowestWhileComputing <= 2 * tickTen,
+        pass: slowestWhileComputing <= 2 * plainSlowest,
       });
-      const medianWhileComputing = summary(during.slice(0, -1).length > 0 ? during.slice(0, -1) : [0]).p50;
+      rows.push({
+        benchmark: 'p95 tick while the refit computes',
+        loreley: ms(summary(computing).p95),
+        baseline: `p95 of ${PLAIN_TICKS} plain ticks ${ms(plainP95)}`,
+        ratio: ratio(summary(computing).p95, plainP95),
+        target: '',
+        pass: undefined,
+      });
+      const medianWhileComputing = summary(computing).p50;
       rows.push({
         benchmark: 'median tick while the refit computes',
         loreley: ms(medianWhileComputing),

@@ -19,6 +19,7 @@ import { EliteMirror } from './elites.ts';
 import type { StoredProjection } from './fit.ts';
 import { refitInThread } from './fit-thread.ts';
 import { computeRefit, type RefitJob } from './refit-compute.ts';
+import { replaceElites, type Replacement } from './replacement.ts';
 import { cellKey } from './grid.ts';
 import { isWhitenedPca } from './projection.ts';
 
@@ -75,8 +76,6 @@ export interface ArchiveOptions {
 }
 
 const FIT_SAMPLE_LIMIT = 4096;
-/** A refit places this many elites between yields to the event loop. */
-const REPLACE_SLICE = 2000;
 
 /**
  * How `ingest` handles a refit that falls due: `inline` fits and applies it before returning (the
@@ -104,13 +103,6 @@ interface PreparedRefit {
   /** The elites' version the re-placement was computed from; applied as is only if still current. */
   readonly version: string;
   readonly placement: Replacement;
-}
-
-interface Replacement {
-  readonly placed: Array<Omit<Elite, 'experimentId'>>;
-  readonly elites: number;
-  readonly moved: number;
-  readonly dropped: number;
 }
 
 /** A refit due at ingestion `at`, computing or being written; the migration due at `at` waits for it too. */
@@ -364,7 +356,7 @@ export class MapElitesArchive {
 
   /**
    * Starts the refit due at ingestion `at` off the tick: the samples and the elites are read, the
-   * PCA and k-means run in a worker thread (fit-thread.ts), the elites are re-placed in memory and
+   * PCA and k-means run and the elites are re-placed in a worker thread (fit-thread.ts), then
    * written in one transaction, while the scheduler keeps dispatching and scheduling (that
    * transaction holds the elites' version row, not the sampler's state row the schedule stage
    * takes). The scheduler ingests nothing until `applyPendingRefit` finds it done, so the refit
@@ -446,16 +438,15 @@ export class MapElitesArchive {
       experimentId: this.experimentId,
       embedderId: descriptor.state.embedderId,
       sampleLimit: FIT_SAMPLE_LIMIT,
-      commits: [...new Set(elites.map((elite) => elite.commitHash))],
+      elites: elites.map(({ experimentId: _, ...elite }) => elite),
+      higherIsBetter: this.settings.fitnessHigherIsBetter,
+      cellsPerDim: this.settings.cellsPerDim,
       dimensions: descriptor.dimensions,
       clip: this.settings.clip,
       ...(this.settings.archiveType === 'cvt' ? { cvt: { cells: this.settings.cells, seed: this.cvtSeed, model: this.pointModel() } } : {}),
     };
     const computed = offTick ? await refitInThread(this.pool, job) : await computeRefit(this.pool, job);
-    const placing = performance.now();
-    const placement = await this.replace(elites, computed.model, computed.projected);
-    const ms = { samples: computed.ms.samples, fit: computed.ms.fit, place: computed.ms.project + Math.round(performance.now() - placing) };
-    return { model: computed.model, samples: computed.samples, ms, version, placement };
+    return { model: computed.model, samples: computed.samples, ms: computed.ms, version, placement: computed.placement };
   }
 
   /**
@@ -509,39 +500,10 @@ export class MapElitesArchive {
     return this.replace(elites, model, projected);
   }
 
-  /**
-   * Where `elites` go under `model`, given their commits' coordinates under it (`projected`; an
-   * elite whose commit has none keeps its descriptor): best first (ties by commit, island, cell
-   * key, so the result depends on the elites and the model alone), each into its island's cell by
-   * place()'s rules. Yields to the event loop every REPLACE_SLICE elites: the tick goes on.
-   */
-  private async replace(elites: readonly Elite[], model: StoredProjection, projected: ReadonlyMap<string, number[]>): Promise<Replacement> {
+  /** `replaceElites` under `model`: a CVT's cells are the model's centroids, a grid's stay. */
+  private replace(elites: readonly Elite[], model: StoredProjection, projected: ReadonlyMap<string, number[]>): Replacement {
     const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
-    const ordered = [...elites].sort((a, b) => {
-      if (this.isBetter(a.fitness, b.fitness)) return -1;
-      if (this.isBetter(b.fitness, a.fitness)) return 1;
-      return compare(a.commitHash, b.commitHash) || a.island - b.island || compare(a.cellKey, b.cellKey);
-    });
-    // Placed in memory by place()'s rules, then written in one statement: a query or two per
-    // elite held the archive lock for seconds at 10,000 elites.
-    const placed = new Map<string, Omit<Elite, 'experimentId'>>();
-    let moved = 0;
-    let dropped = 0;
-    for (const [index, elite] of ordered.entries()) {
-      if (index > 0 && index % REPLACE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
-      const next = projected.get(elite.commitHash) ?? elite.descriptor;
-      const cell = tessellation.cellOf(next);
-      const key = cellKey(cell);
-      const slot = `${elite.island}:${key}`;
-      const incumbent = placed.get(slot);
-      if (incumbent && (incumbent.commitHash === elite.commitHash || !this.isBetter(elite.fitness, incumbent.fitness))) {
-        dropped += 1;
-        continue;
-      }
-      placed.set(slot, { island: elite.island, cellKey: key, cell, descriptor: next, commitHash: elite.commitHash, jobId: elite.jobId, fitness: elite.fitness, source: elite.source });
-      if (key !== elite.cellKey) moved += 1;
-    }
-    return { placed: [...placed.values()], elites: elites.length, moved, dropped };
+    return replaceElites(elites.map(({ experimentId: _, ...elite }) => elite), projected, tessellation, this.settings.fitnessHigherIsBetter);
   }
 
   /** Each island sends its best elites to the next island of the ring; they stay only where better. */
@@ -596,8 +558,4 @@ function describeOutcome(metric: string, fitness: number, placements: readonly P
   });
   const extra = notes.filter((note): note is string => Boolean(note));
   return [...parts, ...extra].join('; ');
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
