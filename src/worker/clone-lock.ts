@@ -1,5 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,9 +12,18 @@ import { processAlive } from '../shared/process-alive.ts';
  * worktree up during a database outage, and it dies with its holder: a lock whose holder process
  * is gone (on this host) is broken by the next taker.
  *
- * Taking it is an exclusive create (`O_EXCL`) of a file naming the holder (host, pid, a random
- * token). Breaking a dead holder's lock renames the file aside first and checks it was still the
- * dead holder's, so two takers breaking the same stale lock cannot remove a live one.
+ * Taking it links a fully written file naming the holder (host, pid, a random token) to the lock's
+ * name: `link(2)` fails when the name exists, and the lock is never seen half-written. (It used to
+ * be an exclusive create followed by a write: a taker reading the empty file in between judged it
+ * stale and moved it aside, and the put-back could leave a released holder's lock in place for
+ * good, naming a live process, so every worker of the host waited for it: the full-path bench's
+ * stall.)
+ *
+ * Breaking a dead holder's lock is done by one breaker at a time on the host, under a kernel-held
+ * mutex (an abstract Unix socket named after the lock, freed by the kernel if the breaker dies):
+ * it reads the lock again and deletes it only if it is still the dead holder's. Nothing else can
+ * change the file meanwhile (a taker only creates it when absent; its dead holder releases
+ * nothing), so a live lock is never removed or resurrected.
  */
 
 interface Holder {
@@ -23,6 +33,8 @@ interface Holder {
 }
 
 const POLL_MS = 10;
+/** Only a lock written by an older Loreley (exclusive create, then write) can be unreadable; past this age its taker is gone. */
+const UNREADABLE_STALE_MS = 5000;
 
 function parse(text: string): Holder | undefined {
   try {
@@ -33,41 +45,65 @@ function parse(text: string): Holder | undefined {
   }
 }
 
-async function breakIfStale(file: string, seen: string): Promise<void> {
+async function isStale(file: string, seen: string): Promise<boolean> {
   const holder = parse(seen);
-  // Half-written (its taker died between create and write) or a dead process on this host.
-  const stale = holder === undefined || (holder.host === os.hostname() && !processAlive(holder.pid));
-  if (!stale) return;
-  const aside = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
+  if (holder) return holder.host === os.hostname() && !processAlive(holder.pid);
+  const modified = await stat(file).then((info) => info.mtimeMs, () => undefined);
+  return modified !== undefined && Date.now() - modified > UNREADABLE_STALE_MS;
+}
+
+/**
+ * The breakers' mutex: listening on an abstract Unix socket (Linux) succeeds for one process at a
+ * time, and the kernel frees the name when that process dies, so the mutex itself never goes
+ * stale. Undefined when another breaker holds it; `null` where abstract sockets do not exist
+ * (not Linux): there two breakers of one dead lock can race, and the later one may delete the
+ * lock the earlier one took meanwhile (an overlap, never a lock left behind).
+ */
+function breakerMutex(file: string): Promise<Server | undefined | null> {
+  const name = `\0loreley-lock-${createHash('sha256').update(path.resolve(file)).digest('hex').slice(0, 32)}`;
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE' ? undefined : null));
+    server.listen({ path: name }, () => resolve(server));
+  });
+}
+
+async function breakIfStale(file: string, seen: string): Promise<void> {
+  if (!(await isStale(file, seen))) return;
+  const mutex = await breakerMutex(file);
+  if (mutex === undefined) return; // Another breaker is at it.
   try {
-    await rename(file, aside);
-  } catch {
-    return; // Someone else broke it first.
+    // Under the mutex no other breaker acts, and a taker only creates the file when it is absent:
+    // if it still holds what we judged, it is the dead holder's.
+    const current = await readFile(file, 'utf8').catch(() => undefined);
+    if (current === seen) await rm(file, { force: true });
+  } finally {
+    if (mutex) await new Promise((resolve) => mutex.close(resolve));
   }
-  const moved = await readFile(aside, 'utf8').catch(() => '');
-  if (moved !== seen) {
-    // Not the lock we judged: a live taker's. Put it back where it was (nobody can have taken the
-    // name meanwhile without seeing no file, so a failure here means they hold it: drop ours).
-    await rename(aside, file).catch(() => rm(aside, { force: true }));
-    return;
-  }
-  await rm(aside, { force: true });
 }
 
 export async function withFileLock<T>(file: string, fn: () => Promise<T>, options: { timeoutMs?: number } = {}): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 300_000;
   const me: Holder = { host: os.hostname(), pid: process.pid, token: randomBytes(8).toString('hex') };
   const text = JSON.stringify(me);
+  const draft = `${file}.${process.pid}.${me.token}.taking`;
   const deadline = Date.now() + timeoutMs;
   // The clone's parent does not exist before the first clone (LORELEY_DATA_DIR/repos/).
   await mkdir(path.dirname(file), { recursive: true });
   for (;;) {
+    // Written whole, then linked under the lock's name: the lock is never seen half-written. The
+    // draft is removed at once, so a taker killed while it waits leaves nothing behind.
+    await writeFile(draft, text);
+    let taken = false;
     try {
-      await writeFile(file, text, { flag: 'wx' });
-      break;
+      await link(draft, file);
+      taken = true;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    } finally {
+      await rm(draft, { force: true });
     }
+    if (taken) break;
     const seen = await readFile(file, 'utf8').catch(() => undefined);
     if (seen !== undefined) await breakIfStale(file, seen);
     if (Date.now() > deadline) throw new Error(`the lock ${file} is held by ${seen ?? 'someone'} for over ${Math.round(timeoutMs / 1000)} s`);
@@ -76,7 +112,8 @@ export async function withFileLock<T>(file: string, fn: () => Promise<T>, option
   try {
     return await fn();
   } finally {
-    // Only our own lock: if it was broken and retaken (we were wrongly judged dead), leave it.
+    // Only our own lock (a lock is only ever removed by its holder, or by a breaker once its
+    // holder is dead: it is still ours).
     const current = await readFile(file, 'utf8').catch(() => undefined);
     if (current === text) await rm(file, { force: true });
   }
