@@ -76,6 +76,7 @@ async function takeLock(runtime: ChildRuntime, options: SchedulerProcessOptions)
 
 async function schedule(runtime: ChildRuntime, options: SchedulerProcessOptions, lock: SchedulerLock): Promise<void> {
   const { settings, pool, boss, logger } = runtime;
+  if (!boss) throw new Error('the scheduler runtime has no queue (pg-boss)');
   const stop = AbortSignal.any([runtime.drainSignal, lock.lost]);
   const onLost = () => logger.error({ reason: String(lock.lost.reason) }, 'lost the scheduler lock: stopping scheduling');
   lock.lost.addEventListener('abort', onLost);

@@ -1,31 +1,16 @@
-import { createHash } from 'node:crypto';
 import { PgBoss, type Db } from 'pg-boss';
 import type { PoolClient } from './db/pool.ts';
-import { JobPreconditionError } from './errors.ts';
-import { isUuid } from './experiment.ts';
+import type { EvolutionJobMessage } from './queue-message.ts';
 import type { Settings } from './settings/index.ts';
 
 export { PgBoss } from 'pg-boss';
 
 /**
- * The queue contract: what an evolution job's queue message carries, how it is sent, parsed and
- * completed, and what became of a queue job. The row in `evolution_jobs` is the truth; the queue
- * only says which row to run. Nothing outside this file knows pg-boss's states or output shapes.
+ * The queue as the scheduler and the supervisor drive it, through pg-boss: how an evolution job's
+ * queue job is sent, completed or cancelled, and what became of it (the message itself is
+ * `queue-message.ts`; a worker runs pg-boss's statements itself, `queue-statements.ts`). The row
+ * in `evolution_jobs` is the truth; the queue only says which row to run. Nothing outside this file knows pg-boss's states or output shapes.
  */
-
-/** The message a queue job carries: only the id of its `evolution_jobs` row. */
-export interface EvolutionJobMessage {
-  readonly jobId: string;
-}
-
-/** A queue job as a worker holds it (pg-boss's job with metadata): its id, attempt, priority and message. */
-export interface QueueJob {
-  readonly id: string;
-  readonly retryCount: number;
-  readonly retryLimit: number;
-  readonly priority: number;
-  readonly data: unknown;
-}
 
 /**
  * Sends a queue job for `job` inside the caller's transaction, always with the job's priority, so
@@ -38,37 +23,6 @@ export async function sendEvolutionJob(boss: PgBoss, queue: string, job: { reado
   return queueJobId;
 }
 
-/** Reads a queue message; throws `JobPreconditionError` (skip, no retry) when it names no valid job. */
-export function parseEvolutionJobMessage(data: unknown): EvolutionJobMessage {
-  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
-  if (typeof jobId !== 'string' || !isUuid(jobId.trim())) {
-    throw new JobPreconditionError(`queue message has no valid job id (expected a UUID, got ${JSON.stringify(jobId) ?? 'nothing'})`);
-  }
-  return { jobId: jobId.trim().toLowerCase() };
-}
-
-/**
- * The job id a message names, as written, for logs and the worker's state before the job is
- * claimed; null when it names none. Not validated: a bad id shows in the log as it arrived, and
- * `parseEvolutionJobMessage` then rejects it.
- */
-export function messageJobId(data: unknown): string | null {
-  const jobId = typeof data === 'object' && data !== null ? (data as { jobId?: unknown }).jobId : undefined;
-  return typeof jobId === 'string' ? jobId : null;
-}
-
-/**
- * Completes the attempt `queueJob` holds inside the caller's transaction, with `output` stored on
- * it. False when that attempt was not active any more (nothing changed), or when pg-boss did not
- * say.
- */
-export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: QueueJob, output: object, client: PoolClient): Promise<boolean> {
-  const response = await boss.complete(queue, { id: queueJob.id, retryCount: queueJob.retryCount }, output, { db: transactionDb(client) });
-  // pg-boss 12 returns { jobs, requested, affected }; its published type leaves the fields out.
-  const affected = (response as { affected?: unknown }).affected;
-  return typeof affected === 'number' && affected > 0;
-}
-
 /**
  * Stops the queue from running `queueJobId` (again): waiting, retrying or active, inside the
  * caller's transaction. A no-op on a settled queue job. Used when a job is handed back for a lost
@@ -76,13 +30,6 @@ export async function completeQueueJob(boss: PgBoss, queue: string, queueJob: Qu
  */
 export async function cancelQueueJob(boss: PgBoss, queue: string, queueJobId: string, client: PoolClient): Promise<void> {
   await boss.cancel(queue, queueJobId, { db: transactionDb(client) });
-}
-
-/**
- * Completes a queue job whatever attempt holds it: a result kept through an outage is recorded.
- */
-export async function completeAnyAttempt(boss: PgBoss, queue: string, queueJobId: string, output: object, client: PoolClient): Promise<void> {
-  await boss.complete(queue, queueJobId, output, { db: transactionDb(client) });
 }
 
 /**
@@ -181,16 +128,6 @@ export function createBoss(options: BossOptions): PgBoss {
     migrate: !options.sideConnection,
     registerInstance: false,
   });
-}
-
-/**
- * The channel pg-boss 12 NOTIFYs on when a job is sent to a `notify` queue, with the queue's name
- * as the payload: `'pgboss_' || left(encode(sha224(<schema>), 'hex'), 24)` (its
- * `notifyChannelSql`, not exported). Our schema names are plain lower-case identifiers, which
- * pg-boss uses as they are.
- */
-export function queueNotifyChannel(bossSchema: string): string {
-  return `pgboss_${createHash('sha224').update(bossSchema).digest('hex').slice(0, 24)}`;
 }
 
 /** Creates or updates the experiment's queue and its dead-letter queue from settings. */

@@ -8,12 +8,12 @@ import { errorMessage } from './errors.ts';
 import { CHILD_ENV, isLoreleyMessage, type ChildMessage, type ChildState, type HeldJob, type SupervisorMessage } from './ipc.ts';
 import { answerMetricsRequests } from './metrics.ts';
 import { createProcessLog, urlPasswords, type Logger, type ProcessLog, type Role } from './logger.ts';
-import { openExperimentDatabase, type ExperimentDatabase } from './experiment-database.ts';
 import type { PgBoss } from './queue.ts';
 import { apiKeys } from './secrets.ts';
 import { registerSecrets } from './storable.ts';
 import { liveCommandGroups, onCommandGroupsChange } from './subprocess.ts';
 import type { Settings } from './settings/index.ts';
+import { openWorkerDatabase } from './worker-database.ts';
 
 /**
  * What a worker or scheduler process has once it is up: its identity, logger, database pool and
@@ -28,7 +28,11 @@ export interface ChildRuntime {
   readonly logger: Logger;
   readonly log: ProcessLog;
   readonly pool: Pool;
-  readonly boss: PgBoss;
+  /**
+   * The scheduler's pg-boss (maintenance, sends, what became of a queue job). A worker has none:
+   * it runs pg-boss's statements itself (`queue-statements.ts`) and never loads pg-boss's runtime.
+   */
+  readonly boss: PgBoss | undefined;
   /** Aborted when the process is asked to drain (supervisor message, SIGTERM or SIGINT). */
   readonly drainSignal: AbortSignal;
   /** Seconds a drain may take before jobs in hand are handed back. */
@@ -183,18 +187,27 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   // A database that is not there yet (a restart, a server still starting) is waited for with
   // capped backoff rather than exiting: an exit would count as a crash. Anything else (a wrong
   // password, a broken schema) is a real error and ends the process.
-  let database: ExperimentDatabase;
+  let database: { readonly pool: Pool; readonly boss?: PgBoss; readonly migrated: readonly number[]; close(): Promise<void> };
   const backoff = new Backoff();
   for (;;) {
     try {
-      database = await openExperimentDatabase({
-        settings,
-        url: databaseUrl,
-        applicationName: `loreley-${workerId}`,
-        supervise: options.supervise,
-        listen: role === 'worker' && !wokenBySupervisor,
-        onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
-      });
+      if (role === 'worker') {
+        const opened = await openWorkerDatabase({ settings, url: databaseUrl, applicationName: `loreley-${workerId}` });
+        if (opened.queueUpdated) logger.info({ reason: opened.queueUpdated }, 'queue installed or updated by pg-boss');
+        database = opened;
+      } else {
+        // Loaded here, not at the top: a worker never loads pg-boss's runtime.
+        const { openExperimentDatabase } = await import('./experiment-database.ts');
+        const opened = await openExperimentDatabase({
+          settings,
+          url: databaseUrl,
+          applicationName: `loreley-${workerId}`,
+          supervise: options.supervise,
+          listen: false,
+          onQueueError: (error) => logger.warn({ err: error }, 'queue error'),
+        });
+        database = { ...opened, close: () => opened.close({ graceful: true, timeoutMs: 5000 }) };
+      }
       if (backoff.failures > 0) logger.info({ failedTries: backoff.failures }, 'the database is reachable again');
       break;
     } catch (error) {
@@ -296,7 +309,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
       process.off('message', onMessage);
       process.off('disconnect', onDisconnect);
       await writePresence({ state: 'stopped', jobId: null });
-      await database.close({ graceful: true, timeoutMs: 5000 }).catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
+      await database.close().catch((error) => logger.warn({ err: error }, 'queue did not stop cleanly'));
       log.flush();
     },
   };

@@ -1,8 +1,5 @@
-import pg from 'pg';
-import { Backoff } from '../shared/backoff.ts';
-import { errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
-import { queueNotifyChannel } from '../shared/queue.ts';
+import { QueueListener } from '../shared/queue-listener.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import type { SlotView } from './supervisor.ts';
 
@@ -119,122 +116,41 @@ export class JobWaker {
   }
 }
 
-/** How often the LISTEN connection is checked (a silently dropped connection would hear nothing). */
-const CHECK_INTERVAL_MS = 30_000;
-const CHECK_TIMEOUT_MS = 10_000;
-
 /**
- * The host's LISTEN connection for the experiment's queue: one `pg.Client`, reconnected with the
- * capped backoff of `shared/backoff.ts` when the database goes away or the connection stops
- * answering its periodic check. Each (re)connection wakes one worker, for the notifications missed
+ * The host's LISTEN connection for the experiment's queue (`shared/queue-listener.ts`): each sent
+ * job wakes one idle worker, and each (re)connection wakes one, for the notifications missed
  * while it was down.
  */
 export class JobWake {
-  private readonly url: string;
-  private readonly queue: string;
-  private readonly channel: string;
   private readonly logger: Logger;
   private readonly waker: JobWaker;
-  private readonly backoff = new Backoff();
-  private client: pg.Client | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private checkTimer: NodeJS.Timeout | undefined;
-  private closed = false;
-  private listening = false;
+  private readonly listener: QueueListener;
 
   constructor(options: { url: string; settings: Settings; logger: Logger; target: WakeTarget }) {
-    this.url = options.url;
-    this.queue = options.settings.queue.name;
-    this.channel = queueNotifyChannel(options.settings.database.bossSchema);
     this.logger = options.logger;
     this.waker = new JobWaker(options.target);
+    this.listener = new QueueListener({
+      url: options.url,
+      settings: options.settings,
+      logger: options.logger,
+      applicationName: 'loreley-supervisor-listen',
+      listeningMessage: 'listening for sent jobs (one LISTEN for the host)',
+      onSent: () => {
+        const slot = this.waker.wakeOne();
+        this.logger.debug({ slot: slot ?? null }, slot ? 'job sent: woke an idle worker' : 'job sent: no idle worker (the busy ones fetch when they finish)');
+      },
+      // Jobs sent while we were not listening: one wake, which chains on if it finds one.
+      onListening: () => void this.waker.wakeOne(),
+    });
   }
 
   /** Connects in the background; failures are retried until `close()`. */
   start(): void {
-    void this.connect();
-  }
-
-  private async connect(): Promise<void> {
-    this.retryTimer = undefined;
-    if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.url, application_name: 'loreley-supervisor-listen', keepAlive: true });
-    this.client = client;
-    client.on('error', (error) => this.drop(client, error));
-    client.on('end', () => this.drop(client, new Error('the LISTEN connection ended')));
-    client.on('notification', (message) => {
-      if (message.channel !== this.channel || message.payload !== this.queue) return;
-      const slot = this.waker.wakeOne();
-      this.logger.debug({ slot: slot ?? null }, slot ? 'job sent: woke an idle worker' : 'job sent: no idle worker (the busy ones fetch when they finish)');
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN "${this.channel}"`);
-    } catch (error) {
-      this.drop(client, error);
-      return;
-    }
-    if (this.client !== client) return;
-    const again = this.backoff.failures > 0;
-    this.backoff.reset();
-    this.listening = true;
-    this.logger.info({ channel: this.channel, queue: this.queue }, again ? 'listening for sent jobs again' : 'listening for sent jobs (one LISTEN for the host)');
-    this.scheduleCheck(client);
-    // Jobs sent while we were not listening: one wake, which chains on if it finds one.
-    this.waker.wakeOne();
-  }
-
-  private scheduleCheck(client: pg.Client): void {
-    this.checkTimer = setTimeout(() => {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`the LISTEN connection did not answer within ${CHECK_TIMEOUT_MS / 1000} s`)), CHECK_TIMEOUT_MS);
-      });
-      // pg-boss's own check: the connection answers, and still LISTENs (a pooler could drop it).
-      const check = client.query<{ listening: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_listening_channels() AS c WHERE c = $1) AS listening', [this.channel]);
-      Promise.race([check, timeout])
-        .then(({ rows }) => {
-          if (!rows[0]?.listening) throw new Error('the LISTEN registration was lost');
-          if (this.client === client) this.scheduleCheck(client);
-        })
-        .catch((error: unknown) => this.drop(client, error))
-        .finally(() => clearTimeout(timer));
-    }, CHECK_INTERVAL_MS);
-    this.checkTimer.unref();
-  }
-
-  /** Forgets `client` (once) and, unless closing, connects again after the backoff. */
-  private drop(client: pg.Client, error: unknown): void {
-    if (this.client !== client) return;
-    this.client = undefined;
-    clearTimeout(this.checkTimer);
-    client.removeAllListeners('notification');
-    client.removeAllListeners('end');
-    // A late socket error on the dropped client must not go unhandled.
-    client.removeAllListeners('error');
-    client.on('error', () => undefined);
-    client.end().catch(() => undefined);
-    if (this.closed) return;
-    const wasListening = this.listening;
-    this.listening = false;
-    const retryInMs = this.backoff.next();
-    const line = { error: errorMessage(error), retryInMs, failedTries: this.backoff.failures };
-    if (wasListening) this.logger.warn(line, 'lost the LISTEN connection: workers poll until it is back');
-    else this.logger.warn(line, 'cannot LISTEN for sent jobs yet: workers poll until it works');
-    this.retryTimer = setTimeout(() => void this.connect(), retryInMs);
-    this.retryTimer.unref();
+    this.listener.start();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     this.logger.info({ wakes: this.waker.counts.wakes, noneIdle: this.waker.counts.noneIdle }, 'stopped listening for sent jobs');
-    clearTimeout(this.retryTimer);
-    clearTimeout(this.checkTimer);
-    const client = this.client;
-    this.client = undefined;
-    if (!client) return;
-    client.removeAllListeners();
-    client.on('error', () => undefined);
-    await client.end().catch(() => undefined);
+    await this.listener.close();
   }
 }

@@ -1,9 +1,9 @@
 import { jobBranchName } from '../shared/experiment.ts';
 import { observeJobDone, observeJobPickup } from '../shared/metrics.ts';
 import { claimJob, handBack, lockJob, markSucceededUnfinished, recordFailure, requeueUnstarted, type ClaimResult, type EvolutionJob } from '../shared/db/jobs.ts';
-import { PG_LOCK_NOT_AVAILABLE, pgErrorCode, withTransaction, type Pool } from '../shared/db/pool.ts';
+import { withTransaction, type Pool, type PoolClient } from '../shared/db/pool.ts';
 import { putArtifact, recordSucceededAttempt, upsertCommitCard, upsertMetrics, type CommitCard } from '../shared/db/results.ts';
-import type { WorkerPresence } from '../shared/db/workers.ts';
+import { upsertWorker, type WorkerPresence } from '../shared/db/workers.ts';
 import {
   errorMessage,
   EvolutionWorkerError,
@@ -16,7 +16,8 @@ import { Backoff } from '../shared/backoff.ts';
 import { isDatabaseUnavailable } from '../shared/db-availability.ts';
 import { commitAll, pushBranch } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
-import { cancelQueueJob, completeAnyAttempt, completeQueueJob, parseEvolutionJobMessage, sendEvolutionJob, type PgBoss, type QueueJob } from '../shared/queue.ts';
+import { parseEvolutionJobMessage, type QueueJob } from '../shared/queue-message.ts';
+import type { FetchedJob, QueueStatements } from '../shared/queue-statements.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import type { JobContext, MutationAgent } from './agent.ts';
 import { evaluate } from './evaluator.ts';
@@ -32,7 +33,8 @@ export interface JobOutcome {
 export interface EvolutionWorkerOptions {
   readonly settings: Settings;
   readonly pool: Pool;
-  readonly boss: PgBoss;
+  /** pg-boss's statements for the experiment's queue, run on `pool` inside the worker's transactions. */
+  readonly queue: QueueStatements;
   readonly logger: Logger;
   readonly repository: WorkerRepository;
   readonly agent: MutationAgent;
@@ -52,7 +54,25 @@ export interface ClaimPresence {
   toRecord(): Promise<WorkerPresence>;
   /** The claim committed with `row`: no separate write is needed for it. */
   recorded(row: WorkerPresence): void;
+  /** The row once job `jobId` is done (idle, or busy with another), for the result's transaction to record. */
+  afterJob(jobId: string): Promise<WorkerPresence>;
 }
+
+/** A queue job taken by `take()`: its evolution job claimed, or skipped (and its queue job completed). */
+export type Taken =
+  | { readonly queueJob: FetchedJob; readonly job: EvolutionJob; readonly skipped?: undefined }
+  | { readonly queueJob: FetchedJob; readonly job?: undefined; readonly skipped: JobLockConflict | JobPreconditionError };
+
+/** Errors whose queue attempt the worker already failed, in the transaction that recorded the failure. */
+const settledFailures = new WeakSet<object>();
+
+/** True when the worker failed the queue attempt of `error` itself (nothing is left to settle). */
+export function queueAttemptSettled(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && settledFailures.has(error);
+}
+
+/** Thrown inside `take()`'s transaction to roll the fetch back: the worker began draining. */
+class DrainedBeforeClaim extends Error {}
 
 /**
  * Runs one evolution job from claim to stored result. One instance serves the worker process for
@@ -66,24 +86,57 @@ export class EvolutionWorker {
   }
 
   /**
+   * Takes the next queue job and claims its evolution job, in one transaction: pg-boss's fetch,
+   * then the claim (which records the process busy on it). A message that names no job it can run,
+   * or a row another worker holds, is skipped: its queue job is completed in the same transaction
+   * with why, and not retried. Undefined when the queue has nothing ready, or when `draining` was
+   * aborted meanwhile (the fetch is rolled back: the queue job waits, untouched, for another worker).
+   */
+  async take(draining?: AbortSignal): Promise<Taken | undefined> {
+    const { pool, queue, presence } = this.options;
+    const base = presence ? await presence.toRecord() : undefined;
+    let taken: Taken | undefined;
+    try {
+      taken = await withTransaction(pool, async (client) => {
+        const queueJob = await queue.fetch(client);
+        if (!queueJob) return undefined;
+        if (draining?.aborted) throw new DrainedBeforeClaim();
+        try {
+          return { queueJob, job: await this.claimIn(client, queueJob, base && { ...base, state: 'busy' }) };
+        } catch (error) {
+          if (!(error instanceof JobLockConflict || error instanceof JobPreconditionError)) throw error;
+          await queue.complete(client, queueJob, { skipped: error instanceof JobLockConflict ? 'lock conflict' : error.message });
+          return { queueJob, skipped: error };
+        }
+      });
+    } catch (error) {
+      if (error instanceof DrainedBeforeClaim) return undefined;
+      throw error;
+    }
+    if (taken?.job && base) presence!.recorded({ ...base, state: 'busy', currentJobId: taken.job.id });
+    return taken;
+  }
+
+  /**
    * Locks the row without waiting and moves it to running, recording the process as busy on it, in
    * one statement; enforces the preconditions.
    */
   async claim(jobId: string, queueJob: QueueJob): Promise<EvolutionJob> {
-    const { pool, workerId, host, settings, presence } = this.options;
-    const experimentId = settings.experiment.uuid;
+    const { presence } = this.options;
     const row = presence ? { ...(await presence.toRecord()), state: 'busy', currentJobId: jobId } : undefined;
-    let result: ClaimResult;
-    try {
-      result = await claimJob(pool, jobId, { experimentId, workerId, host, queueJobId: queueJob.id, presence: row });
-    } catch (error) {
-      if (pgErrorCode(error) === PG_LOCK_NOT_AVAILABLE) throw new JobLockConflict(`job ${jobId} is locked by another worker`);
-      throw error;
-    }
-    if (result.claimed) {
-      if (row) presence!.recorded(row);
-      return result.claimed;
-    }
+    const job = await this.claimIn(this.options.pool, queueJob, row);
+    if (row) presence!.recorded(row);
+    return job;
+  }
+
+  private async claimIn(db: Pool | PoolClient, queueJob: QueueJob, row: WorkerPresence | undefined): Promise<EvolutionJob> {
+    const { workerId, host, settings } = this.options;
+    const experimentId = settings.experiment.uuid;
+    const { jobId } = parseEvolutionJobMessage(queueJob.data);
+    const presenceRow = row ? { ...row, currentJobId: jobId } : undefined;
+    const result: ClaimResult = await claimJob(db, jobId, { experimentId, workerId, host, queueJobId: queueJob.id, presence: presenceRow, skipLocked: true });
+    if (result.claimed) return result.claimed;
+    if (result.locked) throw new JobLockConflict(`job ${jobId} is locked by another worker`);
     if (!result.found) throw new JobPreconditionError(`job ${jobId} does not exist`);
     if (result.found.experimentId !== experimentId) throw new JobPreconditionError(`job ${jobId} belongs to another experiment (${result.found.experimentId})`);
     throw new JobPreconditionError(`job ${jobId} is ${result.found.status}, not pending or queued`);
@@ -91,12 +144,13 @@ export class EvolutionWorker {
 
   /**
    * `cutShort` is the drain's own signal (also folded into `signal`): a result waiting for the
-   * database stops waiting only for it, not when the queue gives up on the claim.
+   * database stops waiting only for it, not when the queue gives up on the claim. `claimed`: the
+   * job as `take()` claimed it; absent, the job is claimed here (a queue job fetched elsewhere).
    */
-  async run(queueJob: QueueJob, signal: AbortSignal, cutShort: AbortSignal = signal): Promise<JobOutcome> {
+  async run(queueJob: QueueJob, signal: AbortSignal, cutShort: AbortSignal = signal, claimed?: EvolutionJob): Promise<JobOutcome> {
     const { settings, logger, repository } = this.options;
     const { jobId } = parseEvolutionJobMessage(queueJob.data);
-    const job = await this.claim(jobId, queueJob);
+    const job = claimed ?? (await this.claim(jobId, queueJob));
     const log = logger.child({ jobId });
     const started = performance.now();
     observeJobPickup(job.queuedAt, job.startedAt);
@@ -165,7 +219,7 @@ export class EvolutionWorker {
         spooledAt: new Date().toISOString(),
       };
       try {
-        if ((await this.store(result, 'attempt')) !== 'recorded') {
+        if ((await this.store(result, 'attempt', await this.options.presence?.afterJob(jobId))) !== 'recorded') {
           // Only the attempt that holds the job may finish it: the scheduler may have failed it
           // meanwhile (an expired queue job), or a retry may have taken it over.
           throw new EvolutionWorkerError(`job ${jobId} is no longer held by this attempt (failed or taken over meanwhile): result ${commit} discarded`);
@@ -202,9 +256,8 @@ export class EvolutionWorker {
    * been handed back meanwhile; its branch is pushed and its evaluation done, so it is the job's
    * result). A job that finished meanwhile is left as it is: a result is recorded once.
    */
-  async store(result: SpooledResult, mode: 'attempt' | 'spooled'): Promise<'recorded' | 'not-held'> {
-    const { settings, pool, boss } = this.options;
-    const queue = settings.queue.name;
+  async store(result: SpooledResult, mode: 'attempt' | 'spooled', presence?: WorkerPresence): Promise<'recorded' | 'not-held'> {
+    const { pool, queue } = this.options;
     const card: CommitCard & { jobId: string } = {
       experimentId: result.experimentId,
       commitHash: result.commit,
@@ -217,16 +270,20 @@ export class EvolutionWorker {
       changedFiles: result.files,
     };
     if (mode === 'attempt') {
-      return withTransaction(pool, async (client) => {
+      const outcome = await withTransaction(pool, async (client) => {
         // Card, metrics, artifacts and the row marked succeeded in one statement, only while this
-        // attempt holds the job; then the queue job, in the same transaction.
+        // attempt holds the job; then the queue job, in the same transaction, and the process's
+        // presence as it is once the job is done (so that needs no transaction of its own).
         if (!(await recordSucceededAttempt(client, { queueJobId: result.queueJobId, card, metrics: result.metrics, artifacts: result.artifacts }))) return 'not-held';
-        const attempt = { id: result.queueJobId, retryCount: result.queueRetryCount, retryLimit: 0, priority: 0, data: null };
+        const attempt = { id: result.queueJobId, retryCount: result.queueRetryCount };
         // Not active any more (pg-boss's sweep failed it into a retry): the row is the truth, so
         // the queue must not run it again.
-        if (!(await completeQueueJob(boss, queue, attempt, { commit: result.commit }, client))) await cancelQueueJob(boss, queue, result.queueJobId, client);
+        if (!(await queue.complete(client, attempt, { commit: result.commit }))) await queue.cancel(client, result.queueJobId);
+        if (presence) await upsertWorker(client, presence);
         return 'recorded';
       });
+      if (outcome === 'recorded' && presence) this.options.presence?.recorded(presence);
+      return outcome;
     }
     return withTransaction(pool, async (client) => {
       const row = await lockJob(client, result.jobId);
@@ -236,9 +293,9 @@ export class EvolutionWorker {
       await upsertMetrics(client, result.experimentId, result.commit, result.jobId, result.metrics);
       for (const [kind, content] of Object.entries(result.artifacts)) await putArtifact(client, result.jobId, kind, content);
       if (!(await markSucceededUnfinished(client, result.jobId, result.commit))) return 'not-held';
-      await completeAnyAttempt(boss, queue, queueJobId, { commit: result.commit }, client);
+      await queue.completeAnyAttempt(client, queueJobId, { commit: result.commit });
       // Not active any more, or never fetched: the row is the truth, so the queue must not run it again.
-      await cancelQueueJob(boss, queue, queueJobId, client);
+      await queue.cancel(client, queueJobId);
       return 'recorded';
     });
   }
@@ -286,13 +343,19 @@ export class EvolutionWorker {
     return recorded;
   }
 
+  /**
+   * Records a failed attempt and fails its queue job (pg-boss's retry and backoff, fenced to this
+   * attempt) in one transaction; `error` is then marked settled (`queueAttemptSettled`).
+   */
   private async recordFailure(job: EvolutionJob, queueJob: QueueJob, error: unknown, artifacts: Record<string, string>): Promise<void> {
     const final = queueJob.retryCount >= queueJob.retryLimit;
     try {
       await withTransaction(this.options.pool, async (client) => {
         for (const [kind, content] of Object.entries(artifacts)) await putArtifact(client, job.id, kind, content);
         await recordFailure(client, job.id, errorMessage(error), final, queueJob.id);
+        await this.options.queue.fail(client, queueJob, error);
       });
+      if (typeof error === 'object' && error !== null) settledFailures.add(error);
     } catch (dbError) {
       this.options.logger.error({ jobId: job.id, err: dbError }, 'could not record the job failure');
     }
@@ -304,12 +367,12 @@ export class EvolutionWorker {
    * lost and nothing counts as a failure.
    */
   async handBack(queueJob: QueueJob, options: { claimed: boolean } = { claimed: true }): Promise<void> {
-    const { settings, pool, boss } = this.options;
+    const { pool, queue } = this.options;
     const { jobId } = parseEvolutionJobMessage(queueJob.data);
     await withTransaction(pool, async (client) => {
-      await completeQueueJob(boss, settings.queue.name, queueJob, { handedBack: true }, client);
+      await queue.complete(client, queueJob, { handedBack: true });
       // The queue job carries the row's priority: a handed-back baseline keeps its place.
-      const fresh = await sendEvolutionJob(boss, settings.queue.name, { id: jobId, priority: queueJob.priority }, client);
+      const fresh = await queue.send(client, { jobId }, queueJob.priority);
       if (options.claimed) await handBack(client, jobId, queueJob.id, fresh);
       else await requeueUnstarted(client, jobId, queueJob.id, fresh);
     });

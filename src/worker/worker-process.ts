@@ -1,12 +1,17 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConfigurationError, EvolutionWorkerError, JobHandedBack, JobLockConflict, JobPreconditionError } from '../shared/errors.ts';
+import { ConfigurationError, EvolutionWorkerError, JobHandedBack, JobLockConflict } from '../shared/errors.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import type { MutationAgent } from './agent.ts';
 import { createAgent } from './agents/index.ts';
 import { prepareCommands } from './containment.ts';
-import { EvolutionWorker } from './evolution-worker.ts';
-import { messageJobId, type QueueJob } from '../shared/queue.ts';
+import { EvolutionWorker, queueAttemptSettled, type Taken } from './evolution-worker.ts';
+import { FetchLoop } from './fetch-loop.ts';
+import { HeldClaim } from './held-claim.ts';
+import type { ChildState } from '../shared/ipc.ts';
+import { messageJobId } from '../shared/queue-message.ts';
+import { QueueListener } from '../shared/queue-listener.ts';
+import { QueueStatements } from '../shared/queue-statements.ts';
 import { WorkerRepository } from './repository.ts';
 import { ResultSpool, ResultSpooled, spoolDirectory } from './spool.ts';
 
@@ -18,12 +23,6 @@ interface InFlight {
 
 /** The longest a worker that is woken for sent jobs waits between its own fetches (a lost wake costs at most this). */
 const BACKSTOP_POLL_SECONDS = 10;
-
-function wakeQueueWorkers(boss: ChildRuntime['boss'], queue: string): void {
-  for (const worker of boss.getWipData()) {
-    if (worker.name === queue) boss.notifyWorker(worker.id);
-  }
-}
 
 export interface WorkerProcessOptions {
   /** Replaces the agent `WORKER_AGENT_BACKEND` names (tests, embedding). */
@@ -38,7 +37,7 @@ export interface WorkerProcessOptions {
  * and hands it back to the queue past that.
  */
 export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOptions = {}): Promise<void> {
-  const { settings, logger, pool, boss } = runtime;
+  const { settings, logger, pool } = runtime;
   prepareCommands(settings, logger);
   // A ConfigurationError in a job (the evaluator's files changed) stops the worker with exit 78.
   let fatal: ConfigurationError | undefined;
@@ -60,14 +59,26 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   // The supervisor hands these back at once if this process is killed with them in hand.
   const reportHeld = () =>
     runtime.setHeldJobs([...inFlight].flatMap(([queueJobId, job]) => (job.jobId && !spooled.has(queueJobId) ? [{ jobId: job.jobId, queueJobId }] : [])));
+  // What the process is once the job `queueJobId` (or the one on `jobId`) is done: what `setState`
+  // says after it, and what the result's transaction records.
+  const stateAfterJob = (done: string) => {
+    const others = [...inFlight].filter(([queueJobId, job]) => queueJobId !== done && job.jobId !== done);
+    const state: ChildState = runtime.drainSignal.aborted ? 'draining' : others.length > 0 ? 'busy' : 'idle';
+    return { state, currentJobId: null };
+  };
+  const queue = await QueueStatements.load(pool, settings);
   const worker = new EvolutionWorker({
-    settings, pool, boss, logger, repository, agent, workerId: runtime.workerId, host: runtime.host,
+    settings, pool, queue, logger, repository, agent, workerId: runtime.workerId, host: runtime.host,
     spool: new ResultSpool(spoolDirectory(settings.dataDir, settings.experiment.namespace)),
     onSpooled: (queueJobId) => {
       spooled.add(queueJobId);
       reportHeld();
     },
-    presence: { toRecord: () => runtime.presenceToRecord(), recorded: (row) => runtime.presenceRecorded(row) },
+    presence: {
+      toRecord: () => runtime.presenceToRecord(),
+      recorded: (row) => runtime.presenceRecorded(row),
+      afterJob: async (jobId) => ({ ...(await runtime.presenceToRecord()), ...stateAfterJob(jobId) }),
+    },
   });
   const flushed = await worker.flushSpool().catch((error) => {
     logger.warn({ err: error }, 'could not record the spooled results yet; the next start tries again');
@@ -75,42 +86,43 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   });
   if (flushed > 0) logger.info({ results: flushed }, 'recorded results that earlier workers kept through a database outage');
 
-  const handle = async (queueJob: QueueJob & { signal: AbortSignal }): Promise<object | undefined> => {
-    // A fetch already under way when the drain began delivers its job after it: give it back
-    // untouched rather than start it (or let pg-boss fail it at shutdown).
-    if (runtime.drainSignal.aborted) {
-      await worker.handBack(queueJob, { claimed: false });
-      logger.info({ queueJobId: queueJob.id }, 'job arrived while draining: handed back unstarted');
-      return { handedBack: true };
+  const onQueueError = (error: unknown) => logger.warn({ err: error }, 'queue error');
+
+  const handle = async (taken: Taken): Promise<void> => {
+    const { queueJob } = taken;
+    const jobId = messageJobId(queueJob.data);
+    const log = logger.child({ jobId, queueJobId: queueJob.id });
+    // Its queue job was completed with why, in the transaction that fetched it.
+    if (taken.skipped instanceof JobLockConflict) {
+      log.info({ reason: taken.skipped.message }, 'job skipped: lock conflict');
+      return;
+    }
+    if (taken.skipped) {
+      log.warn({ reason: taken.skipped.message }, 'job skipped: precondition failed');
+      return;
     }
     const controller = new AbortController();
     let resolveFinished!: () => void;
     const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
-    const jobId = messageJobId(queueJob.data);
     inFlight.set(queueJob.id, { jobId, controller, finished });
     reportHeld();
     runtime.setState('busy', jobId);
-    const log = logger.child({ jobId, queueJobId: queueJob.id });
+    // The queue's side of holding the job: heartbeats, and its time limit.
+    const claimLost = new AbortController();
+    const claim = new HeldClaim({ pool, queue, job: queueJob, abort: (reason) => claimLost.abort(reason), onError: onQueueError });
     try {
-      const outcome = await worker.run(queueJob, AbortSignal.any([queueJob.signal, controller.signal]), controller.signal);
-      return { commit: outcome.commit };
+      await worker.run(queueJob, AbortSignal.any([claimLost.signal, controller.signal]), controller.signal, taken.job);
     } catch (error) {
       if (error instanceof JobHandedBack) {
         await worker.handBack(queueJob);
         log.warn({ reason: error.message }, 'job handed back to the queue');
-        return { handedBack: true };
+        return;
       }
       if (error instanceof ResultSpooled) {
         log.warn({ reason: error.message }, 'job result left in the spool');
-        return { spooled: true };
-      }
-      if (error instanceof JobLockConflict) {
-        log.info({ reason: error.message }, 'job skipped: lock conflict');
-        return { skipped: 'lock conflict' };
-      }
-      if (error instanceof JobPreconditionError) {
-        log.warn({ reason: error.message }, 'job skipped: precondition failed');
-        return { skipped: error.message };
+        // As pg-boss did after the handler: the attempt is over, the spool records the result.
+        await queue.complete(pool, queueJob, { spooled: true }).catch(onQueueError);
+        return;
       }
       if (error instanceof ConfigurationError) {
         log.fatal({ error: error.message }, 'job failed: the worker cannot go on with these settings');
@@ -121,43 +133,53 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       } else {
         log.error({ err: error }, 'job failed unexpectedly');
       }
-      throw error;
+      // Failed with the row in one transaction, unless recording the failure itself failed.
+      if (!queueAttemptSettled(error)) await queue.fail(pool, queueJob, error).catch(onQueueError);
     } finally {
+      claim.release();
       inFlight.delete(queueJob.id);
       spooled.delete(queueJob.id);
       reportHeld();
       resolveFinished();
-      runtime.setState(runtime.drainSignal.aborted ? 'draining' : inFlight.size > 0 ? 'busy' : 'idle');
-      // pg-boss waits out its poll interval between jobs even with a backlog; a notified worker
-      // fetches again at once instead (and finds nothing, cheaply, when the queue is empty).
-      if (!runtime.drainSignal.aborted) wakeQueueWorkers(boss, settings.queue.name);
+      runtime.setState(stateAfterJob(queueJob.id).state);
     }
   };
 
   // Woken for sent jobs (our own LISTEN, or the supervisor's `wake`), a worker polls only as a
   // backstop for a lost wake: as rarely as pg-boss polls a queue whose NOTIFYs it listens for.
-  const backstopSeconds = Math.max(settings.queue.pollingIntervalSeconds, BACKSTOP_POLL_SECONDS);
-  await boss.work(
-    settings.queue.name,
-    {
-      batchSize: 1,
-      localConcurrency: settings.worker.concurrency,
-      includeMetadata: true,
-      pollingIntervalSeconds: runtime.wokenBySupervisor ? backstopSeconds : settings.queue.pollingIntervalSeconds,
-      notifyPollingIntervalSeconds: backstopSeconds,
-    },
-    async ([job]) => handle(job),
-  );
-  // A wake between our fetches is kept by pg-boss (the next fetch skips its wait); one while
-  // draining is ignored: a draining worker takes nothing more.
-  runtime.onWake(() => {
-    if (!runtime.drainSignal.aborted) wakeQueueWorkers(boss, settings.queue.name);
+  const backstopMs = Math.max(settings.queue.pollingIntervalSeconds, BACKSTOP_POLL_SECONDS) * 1000;
+  const loop = new FetchLoop<Taken>({
+    concurrency: settings.worker.concurrency,
+    pollMs: () => (runtime.wokenBySupervisor || listener?.isListening ? backstopMs : settings.queue.pollingIntervalSeconds * 1000),
+    take: () => worker.take(runtime.drainSignal),
+    handle,
+    onError: onQueueError,
   });
+  // A `loreley worker` run by hand has nobody to wake it: it LISTENs itself (one connection).
+  const listener = runtime.wokenBySupervisor
+    ? undefined
+    : new QueueListener({
+        url: settings.database.url!,
+        settings,
+        logger,
+        applicationName: `loreley-${runtime.workerId}-queue`,
+        listeningMessage: 'listening for sent jobs',
+        onSent: () => loop.wake(),
+        onListening: () => loop.wake(),
+      });
+  // A wake between our fetches makes the next fetch skip its wait; one while draining is ignored:
+  // a draining worker takes nothing more.
+  runtime.onWake(() => {
+    if (!runtime.drainSignal.aborted) loop.wake();
+  });
+  listener?.start();
+  loop.start();
   runtime.setState('idle');
 
   if (!runtime.drainSignal.aborted) await Promise.race([once(runtime.drainSignal, 'abort'), once(fatalSignal.signal, 'abort')]);
   runtime.setState('draining');
-  await boss.offWork(settings.queue.name, { wait: false });
+  const stopped = loop.stop();
+  await listener?.close();
 
   const pending = () => Promise.all([...inFlight.values()].map((job) => job.finished));
   if (inFlight.size > 0) {
@@ -171,6 +193,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
       await pending();
     }
   }
+  await stopped;
   logger.info('worker drained');
   if (fatal) throw fatal;
 }

@@ -3,7 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import { insertJob, markQueued } from '../../src/shared/db/jobs.ts';
 import { withTransaction } from '../../src/shared/db/pool.ts';
 import { JobPreconditionError } from '../../src/shared/errors.ts';
-import { messageJobId, parseEvolutionJobMessage, queueJobFate, sendEvolutionJob, type QueueJob } from '../../src/shared/queue.ts';
+import { messageJobId, parseEvolutionJobMessage, type QueueJob } from '../../src/shared/queue-message.ts';
+import { QueueStatements } from '../../src/shared/queue-statements.ts';
+import { queueJobFate, sendEvolutionJob } from '../../src/shared/queue.ts';
 import { EvolutionWorker } from '../../src/worker/evolution-worker.ts';
 import { WorkerRepository } from '../../src/worker/repository.ts';
 import { stopTestServer } from '../helpers/database.ts';
@@ -99,7 +101,7 @@ describe('queue contract', () => {
     const worker = new EvolutionWorker({
       settings: fixture.settings,
       pool: fixture.pool,
-      boss: fixture.boss,
+      queue: await QueueStatements.load(fixture.pool, fixture.settings),
       logger: silentLogger,
       repository: new WorkerRepository({ settings: { remoteUrl: fixture.remote, baseClone: fixture.settings.worker.git.baseClone }, pool: fixture.pool, logger: silentLogger, workerId: 'w', host: 'h' }),
       agent: { name: 'unused', mutate: () => Promise.reject(new Error('not run')) },

@@ -81,10 +81,14 @@ export async function getJob(db: Queryable, id: string): Promise<EvolutionJob | 
   return rows[0];
 }
 
-/** What a claim found: the job now running for this attempt, or the row as it was (absent: no such job). */
+/**
+ * What a claim found: the job now running for this attempt; `locked` when another transaction
+ * holds the row (`skipLocked` claims only); or the row as it was (absent: no such job).
+ */
 export type ClaimResult =
-  | { readonly claimed: EvolutionJob }
-  | { readonly claimed?: undefined; readonly found?: { readonly experimentId: string; readonly status: JobStatus } };
+  | { readonly claimed: EvolutionJob; readonly locked?: undefined }
+  | { readonly claimed?: undefined; readonly locked: true }
+  | { readonly claimed?: undefined; readonly locked?: undefined; readonly found?: { readonly experimentId: string; readonly status: JobStatus } };
 
 export interface Claim {
   readonly experimentId: string;
@@ -93,14 +97,20 @@ export interface Claim {
   readonly queueJobId: string;
   /** The claiming process's presence, recorded by the same statement when the claim succeeds. */
   readonly presence?: WorkerPresence;
+  /**
+   * A row another transaction holds is reported as `locked` instead of failing the statement
+   * (55P03), so the caller's transaction goes on: the worker's, which fetched the queue job in it.
+   */
+  readonly skipLocked?: boolean;
 }
 
 /**
  * Claims a job for one attempt in one statement: locks the row without waiting (Postgres error
- * 55P03 when another transaction holds it; the caller turns that into `JobLockConflict`) and moves
- * it to running when it belongs to `experimentId` and is pending or queued, or still running on
- * this very queue job (the queue's retry after its worker died). Otherwise nothing changes and the
- * row is returned as found, for the caller to say why.
+ * 55P03 when another transaction holds it, or `locked` with `skipLocked`; the caller turns either
+ * into `JobLockConflict`) and moves it to running when it belongs to `experimentId` and
+ * is pending or queued, or still running on this very queue job (the queue's retry after its
+ * worker died). Otherwise nothing changes and the row is returned as found, for the caller to say
+ * why.
  */
 export async function claimJob(db: Queryable, id: string, claim: Claim): Promise<ClaimResult> {
   const { presence } = claim;
@@ -109,10 +119,10 @@ export async function claimJob(db: Queryable, id: string, claim: Claim): Promise
          ${presenceUpsertSql('SELECT $6::uuid, $7::text, $8::text, $9::text, $10::int, $11::text, claimed.id, now() FROM claimed')}
        )`
     : '';
-  const { rows } = await db.query<EvolutionJob & { foundExperimentId: string; foundStatus: JobStatus }>(
+  const { rows } = await db.query<EvolutionJob & { exists: boolean; foundExperimentId: string | null; foundStatus: JobStatus }>(
     `WITH locked AS (
        SELECT id AS locked_id, experiment_id AS locked_experiment, status AS locked_status, queue_job_id AS locked_queue_job
-         FROM evolution_jobs WHERE id = $1 FOR UPDATE NOWAIT
+         FROM evolution_jobs WHERE id = $1 FOR UPDATE ${claim.skipLocked ? 'SKIP LOCKED' : 'NOWAIT'}
      ), claimed AS (
        UPDATE evolution_jobs
           SET status = 'running', started_at = now(), updated_at = now(), worker_id = $2, worker_host = $3,
@@ -122,16 +132,18 @@ export async function claimJob(db: Queryable, id: string, claim: Claim): Promise
           AND (locked_status IN ('pending', 'queued') OR (locked_status = 'running' AND locked_queue_job = $4))
        RETURNING ${COLUMNS}
      )${recordPresence}
-     SELECT locked_experiment AS "foundExperimentId", locked_status AS "foundStatus", claimed.* FROM locked LEFT JOIN claimed ON true`,
+     SELECT EXISTS (SELECT 1 FROM evolution_jobs WHERE id = $1) AS exists,
+            locked_experiment AS "foundExperimentId", locked_status AS "foundStatus", claimed.*
+       FROM (SELECT 1) AS one LEFT JOIN locked ON true LEFT JOIN claimed ON true`,
     [
       id, claim.workerId, claim.host, claim.queueJobId, claim.experimentId,
       ...(presence ? [presence.experimentId, presence.host, presence.workerId, presence.role, presence.pid, presence.state] : []),
     ],
   );
-  const row = rows[0];
-  if (!row) return {};
-  const { foundExperimentId, foundStatus, ...job } = row;
+  const { exists, foundExperimentId, foundStatus, ...job } = rows[0];
   if (job.id) return { claimed: job };
+  if (!exists) return {};
+  if (foundExperimentId === null) return { locked: true };
   return { found: { experimentId: foundExperimentId, status: foundStatus } };
 }
 

@@ -6,6 +6,7 @@ import { withTransaction, type Pool } from '../../../src/shared/db/pool.ts';
 import { openExperimentDatabase } from '../../../src/shared/experiment-database.ts';
 import { createConsoleLogger, type Logger } from '../../../src/shared/logger.ts';
 import { sendEvolutionJob, type PgBoss } from '../../../src/shared/queue.ts';
+import { QueueStatements } from '../../../src/shared/queue-statements.ts';
 import { loadSettings, type Settings } from '../../../src/shared/settings/index.ts';
 import type { MutationAgent } from '../../../src/worker/agent.ts';
 import { EvolutionWorker, type JobOutcome } from '../../../src/worker/evolution-worker.ts';
@@ -68,7 +69,7 @@ export async function createHarness(options: { files: Record<string, string>; en
         return job;
       });
       const [queueJob] = await boss.fetch<{ jobId: string }>(settings.queue.name, { includeMetadata: true });
-      const worker = new EvolutionWorker({ settings, pool, boss, logger, repository, agent, workerId: 'worker-test', host: os.hostname() });
+      const worker = new EvolutionWorker({ settings, pool, queue: await QueueStatements.load(pool, settings), logger, repository, agent, workerId: 'worker-test', host: os.hostname() });
       let outcome: JobOutcome | undefined;
       let error: unknown;
       try {
