@@ -44,6 +44,8 @@ export interface EvolutionWorkerOptions {
   readonly spool?: ResultSpool;
   /** Told when a job's result went to the spool: the job is no longer lost if this process dies. */
   readonly onSpooled?: (queueJobId: string) => void;
+  /** Told when a job failed, before the failure is recorded (the job's log line). */
+  readonly onFailed?: (error: unknown, queueJob: QueueJob) => void;
   /** The process's presence, recorded by the claim itself (absent: the claim records none). */
   readonly presence?: ClaimPresence;
 }
@@ -65,10 +67,17 @@ export type Taken =
 
 /** Errors whose queue attempt the worker already failed, in the transaction that recorded the failure. */
 const settledFailures = new WeakSet<object>();
+/** Errors `onFailed` was told of. */
+const reportedFailures = new WeakSet<object>();
 
 /** True when the worker failed the queue attempt of `error` itself (nothing is left to settle). */
 export function queueAttemptSettled(error: unknown): boolean {
   return typeof error === 'object' && error !== null && settledFailures.has(error);
+}
+
+/** True when `onFailed` was told of `error` already. */
+export function failureReported(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && reportedFailures.has(error);
 }
 
 /** Thrown inside `take()`'s transaction to roll the fetch back: the worker began draining. */
@@ -236,6 +245,9 @@ export class EvolutionWorker {
       const cause = signal.aborted && signal.reason instanceof JobHandedBack ? signal.reason : error;
       observeJobDone(cause instanceof JobHandedBack ? 'handed_back' : 'failed', (performance.now() - started) / 1000);
       if (!(cause instanceof JobHandedBack)) {
+        // Said before it is recorded: whoever sees the job failed finds the reason in the log.
+        this.options.onFailed?.(cause, queueJob);
+        if (typeof cause === 'object' && cause !== null) reportedFailures.add(cause);
         await this.recordFailure(job, queueJob, cause, { ...artifacts, ...(cause instanceof EvolutionWorkerError ? cause.artifacts : {}) });
       }
       throw cause;

@@ -1,11 +1,12 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigurationError, EvolutionWorkerError, JobHandedBack, JobLockConflict } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
 import type { ChildRuntime } from '../shared/runtime.ts';
 import type { MutationAgent } from './agent.ts';
 import { createAgent } from './agents/index.ts';
 import { prepareCommands } from './containment.ts';
-import { EvolutionWorker, queueAttemptSettled, type Taken } from './evolution-worker.ts';
+import { EvolutionWorker, failureReported, queueAttemptSettled, type Taken } from './evolution-worker.ts';
 import { FetchLoop } from './fetch-loop.ts';
 import { HeldClaim } from './held-claim.ts';
 import type { ChildState } from '../shared/ipc.ts';
@@ -67,9 +68,23 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     return { state, currentJobId: null };
   };
   const queue = await QueueStatements.load(pool, settings);
+  const onQueueError = (error: unknown) => logger.warn({ err: error }, 'queue error');
+  const reportFailure = (error: unknown, log: Logger) => {
+    if (error instanceof ConfigurationError) {
+      log.fatal({ error: error.message }, 'job failed: the worker cannot go on with these settings');
+      fatal ??= error;
+      fatalSignal.abort();
+    } else if (error instanceof EvolutionWorkerError) {
+      log.error({ error: error.message }, 'job failed');
+    } else {
+      log.error({ err: error }, 'job failed unexpectedly');
+    }
+  };
+
   const worker = new EvolutionWorker({
     settings, pool, queue, logger, repository, agent, workerId: runtime.workerId, host: runtime.host,
     spool: new ResultSpool(spoolDirectory(settings.dataDir, settings.experiment.namespace)),
+    onFailed: (error, queueJob) => reportFailure(error, logger.child({ jobId: messageJobId(queueJob.data), queueJobId: queueJob.id })),
     onSpooled: (queueJobId) => {
       spooled.add(queueJobId);
       reportHeld();
@@ -85,8 +100,6 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     return 0;
   });
   if (flushed > 0) logger.info({ results: flushed }, 'recorded results that earlier workers kept through a database outage');
-
-  const onQueueError = (error: unknown) => logger.warn({ err: error }, 'queue error');
 
   const handle = async (taken: Taken): Promise<void> => {
     const { queueJob } = taken;
@@ -124,15 +137,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
         await queue.complete(pool, queueJob, { spooled: true }).catch(onQueueError);
         return;
       }
-      if (error instanceof ConfigurationError) {
-        log.fatal({ error: error.message }, 'job failed: the worker cannot go on with these settings');
-        fatal ??= error;
-        fatalSignal.abort();
-      } else if (error instanceof EvolutionWorkerError) {
-        log.error({ error: error.message }, 'job failed');
-      } else {
-        log.error({ err: error }, 'job failed unexpectedly');
-      }
+      if (!failureReported(error)) reportFailure(error, log);
       // Failed with the row in one transaction, unless recording the failure itself failed.
       if (!queueAttemptSettled(error)) await queue.fail(pool, queueJob, error).catch(onQueueError);
     } finally {
