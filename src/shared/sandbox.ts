@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { ConfigurationError } from './errors.ts';
+import type { LauncherKind } from './launcher.ts';
 import type { SandboxSettings } from './settings/index.ts';
 
 /**
@@ -128,4 +129,16 @@ export function containedArgv(containment: Containment, argv: readonly string[],
     case 'process-group':
       return [...argv];
   }
+}
+
+/**
+ * How a command is started without forking the worker (src/shared/launcher.ts): with pid-namespace
+ * containment, from a launcher that is itself the PID namespace. Bubblewrap commands are spawned
+ * directly: `bwrap --die-with-parent` is what ends them when a worker is SIGKILLed with no
+ * supervisor to help, and a launcher would be their parent instead; and `bwrap` returns before its
+ * namespace is torn down, so a launcher would have to wait that out for every command.
+ * Process-group containment has no namespace to empty between commands.
+ */
+export function launcherFor(containment: Containment): LauncherKind | undefined {
+  return containment.mechanism === 'pid-namespace' ? { unshare: containment.unshareFlags } : undefined;
 }

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { launch, type LauncherKind } from './launcher.ts';
 
 /**
  * Runs an agent or evaluator command: an argument list, never a shell, in its own process group so
@@ -22,6 +23,13 @@ export interface RunOptions {
   readonly maxOutputBytes?: number;
   /** Wraps the argument list, e.g. in a PID namespace or a sandbox (src/shared/sandbox.ts). */
   readonly wrap?: (argv: readonly string[]) => readonly string[];
+  /**
+   * Start it from a small long-lived launcher (src/shared/launcher.ts) rather than a fork of this
+   * process, which costs more the bigger this process is. The launcher is the command's PID
+   * namespace, so `wrap` is not applied there; where no launcher can take the command, it is
+   * spawned directly, wrapped.
+   */
+  readonly launcher?: LauncherKind;
 }
 
 export interface RunResult {
@@ -171,25 +179,11 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
   if (options.signal?.aborted) return { ...notStarted('cancelled before it started'), failedToStart: undefined, canceled: true };
 
   const spawned = options.wrap ? options.wrap(argv) : argv;
-  const child = spawn(spawned[0], spawned.slice(1), { cwd: options.cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
-  const pid = child.pid;
-  if (pid !== undefined) {
-    liveGroups.add(pid);
-    groupsChanged();
-  }
-
   const stdout = new CapturedStream();
   const stderr = new CapturedStream();
   let outputBytes = 0;
-  let timedOut = false;
-  let canceled = false;
   let outputOverLimit = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  const terminate = () => {
-    if (pid === undefined || killTimer !== undefined) return;
-    killGroup(pid, 'SIGTERM');
-    killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), options.killGraceMs ?? 2000);
-  };
+  let terminate = () => undefined as void;
   const collect = (stream: CapturedStream) => (chunk: Buffer) => {
     outputBytes += chunk.length;
     const over = outputBytes > maxOutputBytes;
@@ -199,36 +193,55 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
       terminate();
     }
   };
-  child.stdout.on('data', collect(stdout));
-  child.stderr.on('data', collect(stderr));
-  // A command that exits without reading its input closes the pipe under us: not our error.
-  child.stdin.on('error', () => undefined);
-  child.stdin.end(options.input ?? '');
+
+  let command: Started;
+  const launcher = options.launcher;
+  const launched = launcher && existsSync(options.cwd)
+    ? await launch(launcher, { argv, cwd: options.cwd, env, input: options.input ?? '' }, collect(stdout), collect(stderr))
+    : undefined;
+  const forked = await launched?.started.then(() => true, () => false);
+  if (launched && forked) {
+    // What it leaves behind is the launcher's to end (it does, or dies with it).
+    command = { pid: launched.group, exited: launched.exited, outputEnded: launched.outputEnded, leftovers: () => undefined, finish: () => launched.release() };
+  } else {
+    // No launcher, or one that died before it forked the command (with the command, had it started).
+    launched?.release();
+    command = spawnDirect(spawned, options, env, collect(stdout), collect(stderr));
+  }
+  const { pid } = command;
+  if (pid !== undefined) {
+    liveGroups.add(pid);
+    groupsChanged();
+  }
+
+  let timedOut = false;
+  let canceled = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  terminate = () => {
+    if (pid === undefined || killTimer !== undefined) return;
+    killGroup(pid, 'SIGTERM');
+    killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), options.killGraceMs ?? 2000);
+  };
+  if (outputOverLimit) terminate();
 
   const onAbort = () => {
     canceled = true;
     terminate();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
   const timer = setTimeout(() => {
     timedOut = true;
     terminate();
   }, options.timeoutMs);
 
-  const streamsClosed = Promise.all([once(child.stdout, 'close'), once(child.stderr, 'close')]).catch(() => undefined);
   try {
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null } | Error>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-      child.once('error', (error) => {
-        if (child.pid === undefined) resolve(error);
-      });
-    });
+    const exit = await command.exited;
     if (exit instanceof Error) return notStarted(exit.message);
-    // Whatever it left in its group goes now; then its pipes get a moment to deliver the rest.
-    if (pid !== undefined) killGroup(pid, 'SIGKILL');
-    await Promise.race([streamsClosed, sleep(PIPE_DRAIN_MS, undefined, { ref: false })]);
-    child.stdout.destroy();
-    child.stderr.destroy();
+    // Whatever it left behind goes now; then its pipes get a moment to deliver the rest.
+    command.leftovers();
+    await Promise.race([command.outputEnded, sleep(PIPE_DRAIN_MS, undefined, { ref: false })]);
+    command.finish();
     return {
       exitCode: exit.code ?? undefined,
       signal: exit.signal ?? undefined,
@@ -244,13 +257,55 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
   } finally {
     clearTimeout(timer);
     clearTimeout(killTimer);
+    command.leftovers();
+    command.finish();
     options.signal?.removeEventListener('abort', onAbort);
     if (pid !== undefined) {
-      killGroup(pid, 'SIGKILL');
       liveGroups.delete(pid);
       groupsChanged();
     }
   }
+}
+
+/** A started command, however it was started. */
+interface Started {
+  /** Its process group. */
+  readonly pid: number | undefined;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null } | Error>;
+  /** Its output has all been read. */
+  readonly outputEnded: Promise<unknown>;
+  /** Ends what it left behind in its process group. */
+  leftovers(): void;
+  /** Lets go of its pipes (or its launcher); called once the result is taken, and again in any case. */
+  finish(): void;
+}
+
+/** A child of this process, in a process group of its own. */
+function spawnDirect(argv: readonly string[], options: RunOptions, env: Record<string, string>, onStdout: (chunk: Buffer) => void, onStderr: (chunk: Buffer) => void): Started {
+  const child = spawn(argv[0], argv.slice(1), { cwd: options.cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+  child.stdout.on('data', onStdout);
+  child.stderr.on('data', onStderr);
+  // A command that exits without reading its input closes the pipe under us: not our error.
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(options.input ?? '');
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null } | Error>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (error) => {
+      if (child.pid === undefined) resolve(error);
+    });
+  });
+  return {
+    pid: child.pid,
+    exited,
+    outputEnded: Promise.all([once(child.stdout, 'close'), once(child.stderr, 'close')]).catch(() => undefined),
+    leftovers: () => {
+      if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
+    },
+    finish: () => {
+      child.stdout.destroy();
+      child.stderr.destroy();
+    },
+  };
 }
 
 /** The last part of a command's output, for error messages and artifacts. */

@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EvolutionWorkerError } from '../shared/errors.ts';
-import { containedArgv, PROCESS_GROUP_ONLY, type Containment } from '../shared/sandbox.ts';
+import { containedArgv, launcherFor, PROCESS_GROUP_ONLY, type Containment } from '../shared/sandbox.ts';
 import { storableText } from '../shared/storable.ts';
 import { headAndTail, MAX_OUTPUT_BYTES, runCommand, tail, type RunResult } from '../shared/subprocess.ts';
 import type { JobContext } from './agent.ts';
@@ -96,6 +96,7 @@ export async function runJobCommand(
     signal: options.signal,
     maxOutputBytes: MAX_OUTPUT_BYTES,
     wrap: (argv) => containedArgv(policy.containment, argv, scope),
+    launcher: launcherFor(policy.containment),
   });
   const output = headAndTail(`${result.stdout}${result.stderr ? `\n[stderr]\n${result.stderr}` : ''}`, OUTPUT_ARTIFACT_CHARS);
   const artifacts = { [command.artifact]: output, ...options.artifacts };

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { containedArgv, detectContainment, type CommandScope, type Containment } from '../../src/shared/sandbox.ts';
+import { containedArgv, detectContainment, launcherFor, type CommandScope, type Containment } from '../../src/shared/sandbox.ts';
 import type { SandboxSettings } from '../../src/shared/settings/index.ts';
 import { registerSecrets, storableText } from '../../src/shared/storable.ts';
 import { runCommand, type RunOptions } from '../../src/shared/subprocess.ts';
@@ -59,7 +59,8 @@ function scopeFor(root: string, extra: Partial<CommandScope> = {}): CommandScope
   return { cwd: worktree, writable: [worktree, meta], readOnly: [], hidden: [], network: false, ...extra };
 }
 
-function run(containment: Containment, script: string, options: Partial<RunOptions> & { scope?: Partial<CommandScope> } = {}) {
+/** Each case runs as a worker starts it (from a launcher where the mechanism allows) and spawned directly. */
+function runOnce(containment: Containment, script: string, options: Partial<RunOptions> & { scope?: Partial<CommandScope>; direct?: boolean } = {}) {
   const root = tempDir('loreley-commands-');
   const scope = scopeFor(root, options.scope);
   return runCommand(['sh', '-c', script], {
@@ -69,14 +70,22 @@ function run(containment: Containment, script: string, options: Partial<RunOptio
     killGraceMs: 500,
     ...options,
     wrap: (argv) => containedArgv(containment, argv, scope),
+    launcher: options.direct ? undefined : launcherFor(containment),
   });
 }
 
 const leftAlive = (needle: string) => processesMentioning(`sleep ${needle}`).length > 0;
 
-for (const { name, containment, why } of mechanisms) {
-  describe(`contained by ${name}`, { skip: containment ? false : `not available here: ${why}` }, () => {
+const ways = mechanisms.flatMap((mechanism) => [
+  { ...mechanism, direct: false },
+  ...(mechanism.containment && launcherFor(mechanism.containment) ? [{ ...mechanism, direct: true }] : []),
+]);
+
+for (const { name, containment, why, direct } of ways) {
+  const how = containment && launcherFor(containment) && !direct ? ', started by a launcher' : '';
+  describe(`contained by ${name}${how}${direct ? ', spawned directly' : ''}`, { skip: containment ? false : `not available here: ${why}` }, () => {
     const c = containment!;
+    const run: typeof runOnce = (containment, script, options = {}) => runOnce(containment, script, { direct, ...options });
     const escapesGroup = c.mechanism === 'process-group';
 
     test('a command that ignores SIGTERM is killed after the grace, its timeout enforced', async () => {
@@ -188,6 +197,7 @@ describe('the bubblewrap sandbox', { skip: mechanisms[2].containment ? false : `
       env: { TMPDIR: path.join(root, 'worktree.meta', 'tmp') },
       timeoutMs: 20_000,
       wrap: (argv) => containedArgv(c, argv, { ...scope, network }),
+      launcher: launcherFor(c),
     });
     const offline = await runProbe(false);
     assert.equal(offline.exitCode, 0, offline.stderr);

@@ -1,0 +1,428 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+
+/**
+ * Starts commands from a small long-lived `bash` instead of forking this process.
+ *
+ * `fork` copies the page tables of the process that calls it, and the child pays again to drop
+ * them when it execs: the bigger the worker, the more each command costs (bench/job-overhead.ts
+ * measures it). A launcher is one bash per command running at once; for each command the worker
+ * writes a small script (input, cwd, environment, the argument list, every value single-quoted,
+ * never interpreted) and sends its path on the launcher's stdin; bash forks a subshell that sources
+ * it and `exec`s the command. The launcher is a process group of its own, and that group is what the
+ * caller signals on a timeout: the launcher dies with the command and the next command gets a new one.
+ *
+ * The launcher is the first process of a PID namespace of its own (`unshare --pid --fork
+ * --kill-child --mount-proc`, started once), so a command needs no `unshare` exec of its own (this
+ * is pid-namespace containment; see launcherFor in src/shared/sandbox.ts for why bubblewrap
+ * commands are spawned directly). When a command exits, the launcher kills every other process in
+ * the namespace (`kill -9 -1` from a namespace's init reaches exactly those) and waits until none is
+ * left. If the launcher dies, the kernel kills the namespace. The command sees the launcher as its
+ * PID 1 in its own /proc: an empty environment, the script below; the worker stays invisible.
+ *
+ * The command's stdout and stderr are the launcher's, shared by the commands it runs one after
+ * another. Once nothing of a command is left, the launcher writes a per-command random marker on
+ * both: what came before it is the command's output, in pipe order. A process-group-only command
+ * may leave a `setsid` child writing to the pipes, so it is spawned directly (src/shared/subprocess.ts).
+ */
+
+/** How commands are started from a launcher: the `unshare` flags that make its PID namespace. */
+export interface LauncherKind {
+  readonly unshare: readonly string[];
+}
+
+/** Variables bash sets or computes itself: a command whose environment names one is spawned directly. */
+const BASH_OWN = /^(BASH.*|SHELLOPTS|EUID|UID|PPID|GROUPS|RANDOM|SRANDOM|SECONDS|LINENO|HISTCMD|FUNCNAME|EPOCHSECONDS|EPOCHREALTIME|DIRSTACK|PIPESTATUS|COMP_WORDBREAKS)$/;
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+// fd 4 keeps the commands' stderr; the launcher's own messages go nowhere. On fd 3: `R` once
+// ready, then per request `S` once forked and `E <status>` once it exited and the markers are out.
+// After a command, everything else in the namespace is killed, then waited for until only zombies
+// (whose pipes are closed) are left, with bash builtins only (no fork): a scan of the namespace's
+// /proc, then 1 ms pauses (`read -t` on stdin, where no request comes before `E`). Past
+// SETTLE_ROUNDS the launcher exits instead, and the kernel ends what is left with its namespace.
+const SETTLE_ROUNDS = 500;
+const SETTLE = [
+  '  kill -9 -1',
+  '  for ((round = 0; ; round++)); do',
+  '    busy=',
+  '    for stat in /proc/[0-9]*/stat; do',
+  '      [ "$stat" = /proc/1/stat ] && continue',
+  '      read -r line < "$stat" || continue',
+  '      state=${line##*) }',
+  '      [ "${state%% *}" = Z ] || { busy=1; break; }',
+  '    done',
+  '    [ -z "$busy" ] && break',
+  `    if ((round >= ${SETTLE_ROUNDS})); then echo "E $status" >&3; exit 0; fi`,
+  '    read -r -t 0.001 pause',
+  '    (($? > 128)) || exit 0',
+  '  done',
+];
+
+function launcherScript(): string {
+  return [
+    'exec 4>&2 2>/dev/null',
+    'echo R >&3',
+    "while IFS=' ' read -r request token; do",
+    '  ( exec 2>&4 3>&- 4>&-; . "$request" ) &',
+    '  echo S >&3',
+    '  wait "$!"',
+    '  status=$?',
+    ...SETTLE,
+    `  printf '%s' "$token"`,
+    `  printf '%s' "$token" >&4`,
+    '  echo "E $status" >&3',
+    'done',
+  ].join('\n');
+}
+
+/** What `start` needs; the environment is the command's whole environment. */
+export interface LaunchRequest {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly input: string;
+}
+
+/** A command started by a launcher. Output callbacks are called until `outputEnded` settles. */
+export interface LaunchedCommand {
+  /** Resolves once it is forked; rejects if the launcher died first. */
+  readonly started: Promise<void>;
+  /** The process group to signal to end it: the launcher's, which dies with it. */
+  readonly group: number;
+  /** Its exit, as `wait` reports it (128 + n: killed by signal n), or the launcher's death. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Every byte it wrote has been delivered (both markers seen, or the launcher gone). */
+  readonly outputEnded: Promise<void>;
+  /** Call once the result is taken: the launcher goes back to the pool, or is closed if the command did not end cleanly. */
+  release(): void;
+}
+
+const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+
+/** Whether bash can hand this environment and these arguments over unchanged. */
+function expressible(request: LaunchRequest): boolean {
+  if (request.argv.some((arg) => arg.includes('\0')) || request.cwd.includes('\0')) return false;
+  return Object.entries(request.env).every(([key, value]) => key === '_' || NAME.test(key) && !BASH_OWN.test(key) && !value.includes('\0'));
+}
+
+function requestScript(request: LaunchRequest, inputFile: string | undefined): string {
+  // `_` is the one bash always sets itself, to the path of what it runs (as any shell would).
+  const env = Object.entries(request.env).filter(([key]) => key !== '_');
+  const lines = [
+    inputFile ? `exec <${quote(inputFile)}` : 'exec </dev/null',
+    `cd -- ${quote(request.cwd)} || exit 126`,
+    // What bash adds of its own, unless the command's environment has it.
+    'unset PWD OLDPWD SHLVL',
+  ];
+  if (env.length > 0) lines.push(`export ${env.map(([key, value]) => quote(`${key}=${value}`)).join(' ')}`);
+  lines.push(`exec -- ${request.argv.map(quote).join(' ')}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Splits a stream at a marker: the bytes before it, and whether it was seen. */
+class MarkerScanner {
+  private held = Buffer.alloc(0);
+  private readonly marker: Buffer;
+
+  constructor(marker: Buffer) {
+    this.marker = marker;
+  }
+
+  push(chunk: Buffer): { data: Buffer; ended: boolean } {
+    const all = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk;
+    const at = all.indexOf(this.marker);
+    if (at >= 0) {
+      this.held = Buffer.alloc(0);
+      return { data: all.subarray(0, at), ended: true };
+    }
+    // Hold back a tail that could be the start of the marker.
+    for (let keep = Math.min(this.marker.length - 1, all.length); keep > 0; keep -= 1) {
+      if (all.subarray(all.length - keep).equals(this.marker.subarray(0, keep))) {
+        this.held = Buffer.from(all.subarray(all.length - keep));
+        return { data: all.subarray(0, all.length - keep), ended: false };
+      }
+    }
+    this.held = Buffer.alloc(0);
+    return { data: all, ended: false };
+  }
+}
+
+interface Pending {
+  readonly onStarted: () => void;
+  readonly onExit: (status: number) => void;
+  readonly onDeath: (why: Error, signal: NodeJS.Signals | null) => void;
+  readonly stdout: (chunk: Buffer) => void;
+  readonly stderr: (chunk: Buffer) => void;
+}
+
+let directory: string | undefined;
+let counter = 0;
+
+/** A private directory for the request scripts and inputs: on tmpfs (/dev/shm) where there is one. */
+function requestDirectory(): string {
+  if (directory !== undefined) return directory;
+  const base = tmpfs() ?? os.tmpdir();
+  sweepStale(base);
+  directory = mkdtempSync(path.join(base, `loreley-launch-${process.pid}-`));
+  const made = directory;
+  process.on('exit', () => rmSync(made, { recursive: true, force: true }));
+  return made;
+}
+
+function tmpfs(): string | undefined {
+  try {
+    accessSync('/dev/shm', constants.W_OK);
+    return statSync('/dev/shm').isDirectory() ? '/dev/shm' : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Directories left by SIGKILLed processes (their pid no longer runs). */
+function sweepStale(base: string): void {
+  try {
+    for (const name of readdirSync(base)) {
+      const pid = /^loreley-launch-(\d+)-/.exec(name)?.[1];
+      if (pid === undefined || Number(pid) === process.pid || alive(Number(pid))) continue;
+      rmSync(path.join(base, name), { recursive: true, force: true });
+    }
+  } catch {
+    // Not ours to list: nothing to sweep.
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+class Launcher {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly script: string;
+  private readonly inputFile: string;
+  private pending: Pending | undefined;
+  private statusText = '';
+  private stdoutScanner: MarkerScanner | undefined;
+  private stderrScanner: MarkerScanner | undefined;
+  private markerSeen: (() => void) | undefined;
+  readonly ready: Promise<void>;
+  dead = false;
+
+  constructor(bash: string, kind: LauncherKind) {
+    const dir = requestDirectory();
+    counter += 1;
+    this.script = path.join(dir, `${counter}.sh`);
+    this.inputFile = path.join(dir, `${counter}.in`);
+    const argv = ['unshare', ...kind.unshare, '--', bash, '--norc', '--noprofile', '-c', launcherScript()];
+    // An empty environment: each command's comes from its script. `detached`: a process group of
+    // its own, the one a timeout signals. In `/`: it holds no job's or experiment's directory.
+    this.child = spawn(argv[0], argv.slice(1), { cwd: '/', env: {}, detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }) as ChildProcessWithoutNullStreams;
+    const status = this.child.stdio[3] as Readable;
+    let markReady: () => void = () => undefined;
+    let failReady: (error: Error) => void = () => undefined;
+    this.ready = new Promise<void>((resolve, reject) => {
+      markReady = resolve;
+      failReady = reject;
+    });
+    this.ready.catch(() => undefined);
+    status.on('data', (chunk: Buffer) => {
+      this.statusText += chunk.toString('latin1');
+      let newline: number;
+      while ((newline = this.statusText.indexOf('\n')) >= 0) {
+        const line = this.statusText.slice(0, newline);
+        this.statusText = this.statusText.slice(newline + 1);
+        if (line === 'R') markReady();
+        else if (line === 'S') this.pending?.onStarted();
+        else if (line.startsWith('E ')) this.pending?.onExit(Number(line.slice(2)));
+      }
+    });
+    this.child.stdout.on('data', (chunk: Buffer) => this.output(chunk, 'stdout'));
+    this.child.stderr.on('data', (chunk: Buffer) => this.output(chunk, 'stderr'));
+    this.child.stdin.on('error', () => undefined);
+    const died = (why: string, signal: NodeJS.Signals | null) => {
+      if (this.dead) return;
+      this.dead = true;
+      failReady(new Error(why));
+      this.pending?.onDeath(new Error(why), signal);
+    };
+    this.child.on('error', (error) => died(`the command launcher could not start: ${error.message}`, null));
+    this.child.on('exit', (code, signal) => died(`the command launcher exited (${signal ?? `code ${code}`})`, signal));
+  }
+
+  /** The process group a command of this launcher is signalled through. */
+  get group(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** An idle launcher does not keep this process alive; one running a command does. */
+  private hold(busy: boolean): void {
+    if (busy) this.child.ref();
+    else this.child.unref();
+    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr, this.child.stdio[3]]) {
+      const handle = stream as unknown as { ref?: () => void; unref?: () => void };
+      if (busy) handle.ref?.();
+      else handle.unref?.();
+    }
+  }
+
+  private output(chunk: Buffer, stream: 'stdout' | 'stderr'): void {
+    const scanner = stream === 'stdout' ? this.stdoutScanner : this.stderrScanner;
+    if (!scanner || !this.pending) return; // Between commands nothing of ours writes: nothing to keep.
+    const { data, ended } = scanner.push(chunk);
+    if (data.length > 0) this.pending[stream](data);
+    if (ended) {
+      if (stream === 'stdout') this.stdoutScanner = undefined;
+      else this.stderrScanner = undefined;
+      this.markerSeen?.();
+    }
+  }
+
+  start(request: LaunchRequest, stdout: (chunk: Buffer) => void, stderr: (chunk: Buffer) => void, done: (launcher: Launcher, reusable: boolean) => void): LaunchedCommand {
+    const token = randomBytes(24).toString('hex');
+    const marker = Buffer.from(token, 'latin1');
+    this.stdoutScanner = new MarkerScanner(marker);
+    this.stderrScanner = new MarkerScanner(marker);
+    let resolveStarted!: () => void;
+    let rejectStarted!: (error: Error) => void;
+    let resolveExit!: (exit: { code: number | null; signal: NodeJS.Signals | null }) => void;
+    let resolveEnded!: () => void;
+    const started = new Promise<void>((resolve, reject) => {
+      resolveStarted = resolve;
+      rejectStarted = reject;
+    });
+    started.catch(() => undefined);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => (resolveExit = resolve));
+    const outputEnded = new Promise<void>((resolve) => (resolveEnded = resolve));
+    let markers = 0;
+    let exitSeen = false;
+    this.markerSeen = () => {
+      markers += 1;
+      if (markers === 2) resolveEnded();
+    };
+    this.pending = {
+      stdout,
+      stderr,
+      onStarted: resolveStarted,
+      onExit: (status) => {
+        exitSeen = true;
+        const signal = status > 128 ? signalName(status - 128) : undefined;
+        resolveExit(signal ? { code: null, signal } : { code: status, signal: null });
+      },
+      onDeath: (why, signal) => {
+        rejectStarted(why);
+        resolveExit({ code: null, signal: signal ?? 'SIGKILL' });
+        // No marker will come: what is in the pipes still arrives until they close.
+        void Promise.all([once(this.child.stdout, 'close'), once(this.child.stderr, 'close')]).catch(() => undefined).then(() => resolveEnded());
+      },
+    };
+    if (request.input !== '') writeFileSync(this.inputFile, request.input, { mode: 0o600 });
+    writeFileSync(this.script, requestScript(request, request.input !== '' ? this.inputFile : undefined), { mode: 0o600 });
+    this.hold(true);
+    this.child.stdin.write(`${this.script} ${token}\n`);
+    let released = false;
+    return {
+      started,
+      group: this.group!,
+      exited,
+      outputEnded,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.hold(false);
+        this.pending = undefined;
+        this.markerSeen = undefined;
+        done(this, !this.dead && exitSeen && markers === 2);
+      },
+    };
+  }
+
+  close(): void {
+    this.dead = true;
+    if (this.child.pid !== undefined) {
+      try {
+        process.kill(-this.child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    this.child.stdin.destroy();
+    this.child.stdout.destroy();
+    this.child.stderr.destroy();
+    (this.child.stdio[3] as Readable).destroy();
+    this.child.unref();
+  }
+}
+
+function signalName(number: number): NodeJS.Signals | undefined {
+  const entry = Object.entries(os.constants.signals).find(([, value]) => value === number);
+  return entry?.[0] as NodeJS.Signals | undefined;
+}
+
+/** Launchers kept for the next command, by kind; one per command running at once. */
+const MAX_IDLE = 8;
+const idle = new Map<string, Launcher[]>();
+let bashPath: string | null | undefined;
+
+function findBash(): string | undefined {
+  if (bashPath === undefined) {
+    bashPath = null;
+    for (const candidate of ['/bin/bash', '/usr/bin/bash']) {
+      try {
+        accessSync(candidate, constants.X_OK);
+        bashPath = candidate;
+        break;
+      } catch {
+        // Next.
+      }
+    }
+  }
+  return bashPath ?? undefined;
+}
+
+/** Set to `off`, every command is spawned directly (to compare, or to rule the launcher out). */
+let disabled = process.env.LORELEY_COMMAND_LAUNCHER === 'off';
+
+/**
+ * Starts `request` from a launcher of `kind`, or returns undefined when it cannot be (no bash, an
+ * environment bash would change, a launcher that would not start): the caller spawns it itself then.
+ */
+export async function launch(kind: LauncherKind, request: LaunchRequest, stdout: (chunk: Buffer) => void, stderr: (chunk: Buffer) => void): Promise<LaunchedCommand | undefined> {
+  if (disabled || !expressible(request)) return undefined;
+  const key = kind.unshare.join(' ');
+  const pool = idle.get(key) ?? [];
+  idle.set(key, pool);
+  let launcher = pool.pop();
+  while (launcher?.dead) launcher = pool.pop();
+  if (!launcher) {
+    const bash = findBash();
+    if (!bash) return undefined;
+    launcher = new Launcher(bash, kind);
+    try {
+      await launcher.ready;
+    } catch {
+      // It would not start here: stop trying for the rest of this process's life.
+      disabled = true;
+      launcher.close();
+      return undefined;
+    }
+  }
+  return launcher.start(request, stdout, stderr, (used, reusable) => {
+    if (reusable && pool.length < MAX_IDLE) pool.push(used);
+    else used.close();
+  });
+}
+
+/** Closes the idle launchers (a process that exits closes them anyway: their stdin ends). */
+export function closeLaunchers(): void {
+  for (const pool of idle.values()) for (const launcher of pool.splice(0)) launcher.close();
+}
