@@ -1,5 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { createExperiment, NOOP_COMMANDS, nodeCommands, startWorker, whileRunning, type Commands } from './experiment.ts';
-import { jitter, ms, NODE, ratio, summary, wallMs, type Benchmark, type Harness, type Row } from './harness.ts';
+import { FIXTURES, jitter, ms, NODE, ratio, summary, wallMs, type Benchmark, type Harness, type Row } from './harness.ts';
 import { PlainGitJobs } from './plain-git.ts';
 import { startRawWorker } from './raw-pgboss.ts';
 
@@ -144,3 +146,66 @@ function plainGit(harness: Harness, label: string, directory: string, remote: st
   harness.progress(`${label}: job wall p50 ${ms(figures.p50)}`);
   return figures;
 }
+
+/**
+ * What it costs a worker to start a job's command (`echo '{"score": 1}'`, through runCommand), in
+ * each way this machine offers: CPU of the worker-sized process (`fixtures/command-start.mjs`, which
+ * loads what a worker loads) and of every process it started, the launcher included, per command;
+ * medians of interleaved blocks. The row: pid-namespace commands from the launcher
+ * (src/shared/launcher.ts) against the same commands each spawned with a fork of that process and
+ * an `unshare` exec (WORKER_COMMAND_LAUNCHER=false). Info rows: bubblewrap (the default sandbox,
+ * always spawned) and a bare process-group spawn.
+ */
+export const commandStart: Benchmark = {
+  name: 'spawn',
+  description: 'CPU to start a job command: from the launcher vs a fork of the worker (+ unshare), bubblewrap, bare',
+  async run(harness) {
+    const perBlock = harness.pick(100, 30);
+    const rounds = harness.pick(8, 3);
+    harness.progress(`command start: ${rounds} rounds of ${perBlock} commands per way, interleaved`);
+    const output = execFileSync(NODE, [path.join(FIXTURES, 'command-start.mjs'), String(perBlock), String(rounds), harness.tempDir('command-start')], { encoding: 'utf8', maxBuffer: 1024 * 1024 });
+    const { rssMb, ways } = JSON.parse(output) as { rssMb: number; ways: Record<string, { cpuMs: number[]; wallMs: number[] }> };
+    const median = (name: string) => {
+      const way = ways[name];
+      return way ? { cpu: summary(way.cpuMs).p50, wall: summary(way.wallMs).p50 } : undefined;
+    };
+    const figure = (way: { cpu: number; wall: number }) => `${way.cpu.toFixed(2)} CPU-ms (wall ${ms(way.wall)})`;
+    for (const name of Object.keys(ways)) harness.progress(`${name}: ${figure(median(name)!)} per command, from a ${Math.round(rssMb)} MB process`);
+    const rows: Row[] = [];
+    const launcher = median('pid-namespace, launcher');
+    const spawned = median('pid-namespace, spawned');
+    const bare = median('process-group, spawned');
+    if (launcher && spawned) {
+      rows.push({
+        benchmark: `command start, PID namespace: from the launcher vs a fork of a ${Math.round(rssMb)} MB worker + unshare`,
+        loreley: figure(launcher),
+        baseline: figure(spawned),
+        ratio: ratio(launcher.cpu, spawned.cpu),
+        target: 'info',
+        pass: undefined,
+      });
+    }
+    const bubblewrap = median('bubblewrap, spawned');
+    if (bubblewrap && bare) {
+      rows.push({
+        benchmark: 'command start, bubblewrap (the default sandbox, spawned) vs a bare process-group spawn',
+        loreley: figure(bubblewrap),
+        baseline: figure(bare),
+        ratio: ratio(bubblewrap.cpu, bare.cpu),
+        target: 'info',
+        pass: undefined,
+      });
+    }
+    if (launcher && bare) {
+      rows.push({
+        benchmark: 'command start, PID namespace from the launcher vs a bare process-group spawn (no namespace)',
+        loreley: figure(launcher),
+        baseline: figure(bare),
+        ratio: ratio(launcher.cpu, bare.cpu),
+        target: 'info',
+        pass: undefined,
+      });
+    }
+    return rows;
+  },
+};

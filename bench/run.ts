@@ -5,7 +5,7 @@ import { embedding } from './embedding.ts';
 import { fullPath } from './full-path.ts';
 import { binEntry, Harness, type Benchmark, type Row } from './harness.ts';
 import { idle } from './idle.ts';
-import { jobOverhead } from './job-overhead.ts';
+import { commandStart, jobOverhead } from './job-overhead.ts';
 import { pickup } from './pickup.ts';
 import { pm2 } from './pm2.ts';
 import { queueScale } from './queue-scale.ts';
@@ -18,7 +18,7 @@ import { restart } from './restart.ts';
  * be measured). Progress goes to stderr, the table to stdout.
  */
 
-const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, restart, pm2, idle, archiveScale, queueScale, embedding, fullPath];
+const BENCHMARKS: readonly Benchmark[] = [pickup, jobOverhead, commandStart, restart, pm2, idle, archiveScale, queueScale, embedding, fullPath];
 
 function usage(): string {
   return [

@@ -48,20 +48,22 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // SETTLE_ROUNDS the launcher exits instead, and the kernel ends what is left with its namespace.
 const SETTLE_ROUNDS = 500;
 const SETTLE = [
-  '  kill -9 -1',
-  '  for ((round = 0; ; round++)); do',
-  '    busy=',
-  '    for stat in /proc/[0-9]*/stat; do',
-  '      [ "$stat" = /proc/1/stat ] && continue',
-  '      read -r line < "$stat" || continue',
-  '      state=${line##*) }',
-  '      [ "${state%% *}" = Z ] || { busy=1; break; }',
+  // Nothing signalled: nothing was left (the usual case), no scan needed.
+  '  if kill -9 -1; then',
+  '    for ((round = 0; ; round++)); do',
+  '      busy=',
+  '      for stat in /proc/[0-9]*/stat; do',
+  '        [ "$stat" = /proc/1/stat ] && continue',
+  '        read -r line < "$stat" || continue',
+  '        state=${line##*) }',
+  '        [ "${state%% *}" = Z ] || { busy=1; break; }',
+  '      done',
+  '      [ -z "$busy" ] && break',
+  `      if ((round >= ${SETTLE_ROUNDS})); then echo "E $status" >&3; exit 0; fi`,
+  '      read -r -t 0.001 pause',
+  '      (($? > 128)) || exit 0',
   '    done',
-  '    [ -z "$busy" ] && break',
-  `    if ((round >= ${SETTLE_ROUNDS})); then echo "E $status" >&3; exit 0; fi`,
-  '    read -r -t 0.001 pause',
-  '    (($? > 128)) || exit 0',
-  '  done',
+  '  fi',
 ];
 
 function launcherScript(): string {
@@ -389,8 +391,8 @@ function findBash(): string | undefined {
   return bashPath ?? undefined;
 }
 
-/** Set to `off`, every command is spawned directly (to compare, or to rule the launcher out). */
-let disabled = process.env.LORELEY_COMMAND_LAUNCHER === 'off';
+/** Set once a launcher would not start here: every command is spawned directly from then on. */
+let disabled = false;
 
 /**
  * Starts `request` from a launcher of `kind`, or returns undefined when it cannot be (no bash, an

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { protectClone } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
-import { detectContainment, type Containment } from '../shared/sandbox.ts';
+import { detectContainment, launcherFor, type Containment } from '../shared/sandbox.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { EvaluatorGuard, useEvaluatorGuard } from './evaluator.ts';
 import { setCommandPolicy } from './job-command.ts';
@@ -26,6 +26,7 @@ export function prepareCommands(settings: Settings, logger: Logger): { containme
   useEvaluatorGuard(guard);
   setCommandPolicy({
     containment,
+    launcher: settings.worker.commandLauncher ? launcherFor(containment) : undefined,
     network: sandbox.network,
     writable: sandbox.writable,
     readOnly: guard.files,
@@ -35,7 +36,7 @@ export function prepareCommands(settings: Settings, logger: Logger): { containme
     hidden: [path.join(settings.cwd, '.env'), path.join(settings.dataDir, 'postgres'), ...HOME_CREDENTIALS.map((entry) => path.join(os.homedir(), entry))],
   });
   logger.info(
-    { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, evaluatorFiles: guard.files },
+    { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, launcher: settings.worker.commandLauncher && launcherFor(containment) !== undefined, evaluatorFiles: guard.files },
     'commands contained',
   );
   return { containment, guard };

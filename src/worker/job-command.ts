@@ -1,7 +1,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EvolutionWorkerError } from '../shared/errors.ts';
-import { containedArgv, launcherFor, PROCESS_GROUP_ONLY, type Containment } from '../shared/sandbox.ts';
+import type { LauncherKind } from '../shared/launcher.ts';
+import { containedArgv, PROCESS_GROUP_ONLY, type Containment } from '../shared/sandbox.ts';
 import { storableText } from '../shared/storable.ts';
 import { headAndTail, MAX_OUTPUT_BYTES, runCommand, tail, type RunResult } from '../shared/subprocess.ts';
 import type { JobContext } from './agent.ts';
@@ -41,6 +42,8 @@ export function jobEnvironment(context: JobContext, worktree: JobWorktree, promp
  */
 export interface CommandPolicy {
   readonly containment: Containment;
+  /** Where commands start from instead of a fork of the worker (WORKER_COMMAND_LAUNCHER); undefined: spawned directly. */
+  readonly launcher?: LauncherKind;
   readonly network: boolean;
   readonly writable: readonly string[];
   readonly readOnly: readonly string[];
@@ -96,7 +99,7 @@ export async function runJobCommand(
     signal: options.signal,
     maxOutputBytes: MAX_OUTPUT_BYTES,
     wrap: (argv) => containedArgv(policy.containment, argv, scope),
-    launcher: launcherFor(policy.containment),
+    launcher: policy.launcher,
   });
   const output = headAndTail(`${result.stdout}${result.stderr ? `\n[stderr]\n${result.stderr}` : ''}`, OUTPUT_ARTIFACT_CHARS);
   const artifacts = { [command.artifact]: output, ...options.artifacts };

@@ -166,6 +166,7 @@ describe('loading settings', () => {
     ['WORKER_EVALUATOR_COMMAND', '"unclosed', /unclosed quote/],
     ['WORKER_EVALUATOR_TIMEOUT_SECONDS', '1.5', /integer/],
     ['WORKER_CONCURRENCY', '0', />= 1/],
+    ['WORKER_COMMAND_LAUNCHER', 'maybe', /true or false/],
     ['WORKER_AGENT_BACKEND', 'llm', /one of command/],
     ['WORKER_AGENT_COMMAND', '[', /not valid JSON/],
     ['WORKER_AGENT_TIMEOUT_SECONDS', 'abc', /integer/],

@@ -44,6 +44,8 @@ export interface WorkerSettings {
   readonly sandbox: SandboxSettings;
   /** Jobs one worker process runs at once. */
   readonly concurrency: number;
+  /** Commands in a PID namespace start from a long-lived launcher, not a fork of the worker (src/shared/launcher.ts). */
+  readonly commandLauncher: boolean;
 }
 
 export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: string, experiment: ExperimentIdentity): WorkerSettings {
@@ -71,5 +73,6 @@ export function readWorkerSettings(reader: EnvReader, cwd: string, dataDir: stri
       containment: reader.choice('WORKER_CONTAINMENT', CONTAINMENT_MODES, 'auto'),
     },
     concurrency: reader.int('WORKER_CONCURRENCY', 1, { min: 1, max: 64 }),
+    commandLauncher: reader.bool('WORKER_COMMAND_LAUNCHER', true),
   };
 }
