@@ -1,11 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { markQueued } from '../src/shared/db/jobs.ts';
 import { withTransaction } from '../src/shared/db/pool.ts';
 import { sendEvolutionJob } from '../src/shared/queue.ts';
-import { createExperiment, NOOP_COMMANDS, whileRunning } from './experiment.ts';
-import { LORELEY_BIN, ms, ratio, summary, waitFor, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
+import { createExperiment, NOOP_COMMANDS, whileRunning, type Experiment } from './experiment.ts';
+import { stallReport } from './stall-report.ts';
+import { LORELEY_BIN, ms, ratio, summary, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
 
 /**
  * The full job path with git at scale: N evolution jobs (2,000; 300 with --quick) on 4 workers,
@@ -177,31 +179,8 @@ async function loreleyRun(harness: Harness, jobs: number, window: number): Promi
     for (let i = 0; i < WORKERS; i += 1) {
       procs.push(harness.spawn(`loreley worker ${i + 1}`, [LORELEY_BIN, 'worker', '--worker-id', `fullpath-${i + 1}`], { env, cwd: experiment.root }));
     }
-    let reported = 0;
     // The scheduler exits by itself once the budget is spent and ingested: watch a worker.
-    await whileRunning(
-      procs[1],
-      waitFor(
-        `${jobs} evolution jobs done`,
-        async () => {
-          const { rows } = await experiment.pool.query<{ done: number; failed: number; error: string | null }>(
-            `SELECT count(*) FILTER (WHERE status = 'succeeded')::int AS done, count(*) FILTER (WHERE status = 'failed')::int AS failed,
-                    max(last_error) AS error
-               FROM evolution_jobs WHERE experiment_id = $1 AND kind <> 'baseline'`,
-            [experimentId],
-          );
-          const { done, failed, error } = rows[0];
-          if (failed > 0) throw new Error(`${failed} Loreley job(s) failed: ${error}`);
-          if (done >= reported + Math.max(100, jobs / 10)) {
-            reported = done;
-            harness.progress(`Loreley: ${done}/${jobs} jobs done`);
-          }
-          return done >= jobs;
-        },
-        3_600_000,
-        500,
-      ),
-    );
+    await whileRunning(procs[1], watchProgress(harness, { experiment, procs, jobs }));
     const { rows } = await experiment.pool.query<{ created: number; started: number; finished: number }>(
       `SELECT extract(epoch FROM created_at)::float8 * 1000 AS created, extract(epoch FROM started_at)::float8 * 1000 AS started,
               extract(epoch FROM finished_at)::float8 * 1000 AS finished
@@ -218,5 +197,64 @@ async function loreleyRun(harness: Harness, jobs: number, window: number): Promi
   } finally {
     await Promise.all(procs.map((proc) => proc.stop(1000).catch(() => undefined)));
     await experiment.close();
+  }
+}
+
+/** No job finished for this long: a report of where every process is (LORELEY_BENCH_STALL_SECONDS). */
+const STALL_MS = Number(process.env.LORELEY_BENCH_STALL_SECONDS ?? 60) * 1000;
+/** Without LORELEY_BENCH_KEEP, a stall this long fails the run (it waits on with it: the processes stay up). */
+const STALL_FAIL_MS = 300_000;
+
+/**
+ * Waits for every job to succeed, printing progress; fails at once when a job fails. When no job
+ * finishes for STALL_MS, writes a stall report (stall-report.ts) into the run's directory and to
+ * stderr; then fails after STALL_FAIL_MS, or, with LORELEY_BENCH_KEEP=1, keeps waiting with every
+ * process left alive for inspection (Ctrl+C ends it; the directories are kept).
+ */
+async function watchProgress(harness: Harness, run: { experiment: Experiment; procs: readonly Proc[]; jobs: number }): Promise<void> {
+  const { experiment, procs, jobs } = run;
+  const experimentId = experiment.settings.experiment.uuid;
+  let reported = 0;
+  let lastDone = -1;
+  let lastProgress = Date.now();
+  let stallReported = false;
+  const deadline = Date.now() + 3_600_000;
+  for (;;) {
+    const { rows } = await experiment.pool.query<{ done: number; failed: number; error: string | null }>(
+      `SELECT count(*) FILTER (WHERE status = 'succeeded')::int AS done, count(*) FILTER (WHERE status = 'failed')::int AS failed,
+              max(last_error) AS error
+         FROM evolution_jobs WHERE experiment_id = $1 AND kind <> 'baseline'`,
+      [experimentId],
+    );
+    const { done, failed, error } = rows[0];
+    if (failed > 0) throw new Error(`${failed} Loreley job(s) failed: ${error}`);
+    if (done >= jobs) return;
+    if (done >= reported + Math.max(100, jobs / 10)) {
+      reported = done;
+      harness.progress(`Loreley: ${done}/${jobs} jobs done`);
+    }
+    if (done > lastDone) {
+      lastDone = done;
+      lastProgress = Date.now();
+      stallReported = false;
+    }
+    const still = Date.now() - lastProgress;
+    if (!stallReported && still > STALL_MS) {
+      stallReported = true;
+      const report = await stallReport({
+        pool: experiment.pool, experimentId, queueName: experiment.settings.queue.name, bossSchema: experiment.settings.database.bossSchema,
+        procs, root: experiment.root, env: experiment.env,
+      });
+      const file = path.join(experiment.root, `stall-at-${done}.txt`);
+      writeFileSync(file, report);
+      process.stderr.write(report);
+      harness.progress(
+        `no job finished for ${Math.round(still / 1000)} s at ${done}/${jobs}: report above and in ${file}` +
+          (harness.keep ? ' (LORELEY_BENCH_KEEP=1: processes left running for inspection; Ctrl+C to end)' : ''),
+      );
+    }
+    if (!harness.keep && still > STALL_FAIL_MS) throw new Error(`stalled: no job finished for ${Math.round(still / 1000)} s at ${done}/${jobs} (stall report above)`);
+    if (Date.now() > deadline) throw new Error(`${done}/${jobs} jobs done after an hour`);
+    await sleep(500);
   }
 }

@@ -67,8 +67,15 @@ export class Harness {
   private databaseCount = 0;
   private scope = 'bench';
 
-  constructor(options: { quick: boolean }) {
+  /**
+   * LORELEY_BENCH_KEEP=1: temp dirs (logs, clones, the database cluster) are kept, and a benchmark
+   * that sees a stall leaves its processes running for inspection instead of failing the run.
+   */
+  readonly keep: boolean;
+
+  constructor(options: { quick: boolean; keep?: boolean }) {
     this.quick = options.quick;
+    this.keep = options.keep ?? process.env.LORELEY_BENCH_KEEP === '1';
   }
 
   /** `full` iterations normally, `quick` with --quick. */
@@ -187,9 +194,15 @@ export class Harness {
     this.databaseStarting = undefined;
     this.database = undefined;
     if (database) {
-      await database.remove().catch((error) => process.stderr.write(`bench: the embedded PostgreSQL did not stop cleanly: ${String(error)}\n`));
+      // Kept: stopped, its cluster left in place for a post-mortem.
+      await (this.keep ? database.stop() : database.remove()).catch((error) => process.stderr.write(`bench: the embedded PostgreSQL did not stop cleanly: ${String(error)}\n`));
     }
-    for (const dir of this.dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+    const dirs = this.dirs.splice(0);
+    if (this.keep) {
+      if (dirs.length > 0) process.stderr.write(`bench: LORELEY_BENCH_KEEP=1: kept ${dirs.join(' ')}\n`);
+      return;
+    }
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
 
   /** Stops every process still running, so what one benchmark left cannot weigh on the next. */
