@@ -29,7 +29,8 @@ import { clkTck, FIXTURES, processTree, ratio, waitFor, type Benchmark, type Har
  * Each side gets a database of its own, so `pg_stat_database.xact_commit` (read after the workers
  * settled, and again after they stopped) counts its transactions only — the bench's own polling
  * (one count every 200 ms) included. CPU per job is the worker processes' utime + stime with their
- * reaped children (`/proc/<pid>/stat` fields 14–17) over the run. Database CPU per job is the whole
+ * reaped children (`/proc/<pid>/stat` fields 14–17) over the run, plus the same of the processes they
+ * started and still hold at the end (Loreley's command launchers, which reap the commands). Database CPU per job is the whole
  * PostgreSQL server's (the postmaster, its live backends, and the backends it reaped) over the same
  * window, which only this side's workers and the bench's polling use. The sides run interleaved.
  */
@@ -220,7 +221,11 @@ async function measure(harness: Harness, options: {
   const first = options.procs[0];
   await whileRunning(first, waitFor(`${options.jobs} jobs done`, async () => (await options.done()) >= options.jobs, 600_000, 200));
   const seconds = (performance.now() - started) / 1000;
-  const cpu = cpuMs(pids) - cpuBefore;
+  // Processes the workers started since and still hold (a command launcher, which reaps its own
+  // commands) count too, whole: they were not there before.
+  const counted = new Set(pids);
+  const since = options.procs.flatMap((proc) => processTree(proc.pid)).map((stat) => stat.pid).filter((pid) => !counted.has(pid));
+  const cpu = cpuMs(pids) - cpuBefore + cpuMs(since);
   // Stopped, so every backend has flushed its counts (read before, the last second could be missing).
   await Promise.all(options.procs.map((proc) => proc.stop(5000)));
   await sleep(500);
