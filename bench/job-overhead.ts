@@ -188,7 +188,7 @@ export const commandStart: Benchmark = {
     const bubblewrap = median('bubblewrap, spawned');
     if (bubblewrap && bare) {
       rows.push({
-        benchmark: 'command start, bubblewrap (the default sandbox, spawned) vs a bare process-group spawn',
+        benchmark: 'command start, bubblewrap (the default sandbox, spawned; its namespace teardown, done by an orphan, not counted) vs a bare process-group spawn',
         loreley: figure(bubblewrap),
         baseline: figure(bare),
         ratio: ratio(bubblewrap.cpu, bare.cpu),

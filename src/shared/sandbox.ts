@@ -134,10 +134,12 @@ export function containedArgv(containment: Containment, argv: readonly string[],
 /**
  * How a command is started without forking the worker (src/shared/launcher.ts): with pid-namespace
  * containment, from a launcher that is itself the PID namespace. Bubblewrap commands are spawned
- * directly: `bwrap --die-with-parent` is what ends them when a worker is SIGKILLed with no
- * supervisor to help, and a launcher would be their parent instead; and `bwrap` returns before its
- * namespace is torn down, so a launcher would have to wait that out for every command.
- * Process-group containment has no namespace to empty between commands.
+ * directly: `bwrap` itself costs ~5 ms of CPU per command here (its namespaces made and torn down,
+ * part of it in its namespace's init, which outlives `bwrap` and is reaped by the system's init, not
+ * by the worker), and from a launcher (tried: a `bwrap --die-with-parent --unshare-pid` namespace
+ * around bash, each command a `bwrap` inside it, all of that counted) it cost no less. Spawned, its
+ * `--die-with-parent` ends it with a SIGKILLed worker. Process-group containment has no namespace
+ * to empty between commands.
  */
 export function launcherFor(containment: Containment): LauncherKind | undefined {
   return containment.mechanism === 'pid-namespace' ? { unshare: containment.unshareFlags } : undefined;

@@ -64,6 +64,7 @@ for (const { name, containment, why } of kinds) {
 
     test('runs commands one after another, each with exactly its own output, exit, input, arguments and environment', async () => {
       closeLaunchers();
+      await waitFor('the other launchers to be gone', () => launchers().length === 0, 5000);
       const tricky = [`it's "quoted"`, '$HOME `id` $(id) \\ ; | & * ?', 'new\nline', '', '-n', 'ünïcode ✓'];
       const env = { LORELEY_TEST_VALUE: `a 'b' "c" $d\nsecond line`, PATH: process.env.PATH };
       for (let round = 0; round < 3; round += 1) {
