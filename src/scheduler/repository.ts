@@ -69,7 +69,7 @@ export class SchedulerRepository {
     await this.ensureCommit(commit);
     await setBranch(this.directory, branch, commit);
     if (!this.push) return { pushed: false };
-    await pushBranch(this.directory, branch, commit);
+    await pushBranch(this.directory, 'origin', branch, commit);
     return { pushed: true };
   }
 }

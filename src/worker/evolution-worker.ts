@@ -201,7 +201,8 @@ export class EvolutionWorker {
         commit = created.hash;
         files = [...created.files];
         log.info({ commit, files: files.length }, 'candidate committed');
-        if (settings.repository.push) await pushBranch(worktree.directory, branch, commit);
+        // To the URL: a push to 'origin' would leave a remote-tracking ref per job (see pushBranch).
+        if (settings.repository.push) await pushBranch(worktree.directory, settings.repository.remoteUrl, branch, commit);
       }
 
       throwIfAborted(signal);

@@ -6,6 +6,7 @@ import {
   addWorktree,
   gitAt,
   cloneOrFetch,
+  deleteRefs,
   excludePath,
   fetchAll,
   hasCommit,
@@ -175,6 +176,10 @@ export class WorkerRepository {
   async sweepBranches(): Promise<string[]> {
     if (!this.settings.push || !existsSync(path.join(this.settings.baseClone, '.git'))) return [];
     return this.withCloneLock(async () => {
+      // Pushes to 'origin' (by older workers) left a remote-tracking ref per job, which
+      // every later push read: the remote deletes finished jobs' branches, so these name nothing.
+      const tracking = await deleteRefs(this.settings.baseClone, 'refs/remotes/origin/evolution/job/');
+      if (tracking > 0) this.logger.info({ refs: tracking }, 'deleted remote-tracking refs of job branches left by older pushes');
       const listed = await gitAt(this.settings.baseClone).raw(['for-each-ref', '--format=%(refname:short)', 'refs/heads/evolution/job/']);
       const branches = listed.split('\n').map((line) => line.trim()).filter(Boolean);
       if (branches.length === 0) return [];

@@ -110,6 +110,7 @@ describe('a job end to end', () => {
     assert.match(git(fixture.remote, 'show', `${commit}:prog.txt`), new RegExp(`y = "${jobId}"`));
     assert.equal(git(fixture.remote, 'log', '-1', '--format=%s|%an', commit), `agent edit for ${jobId}|Loreley`);
     assert.equal(git(fixture.remote, 'ls-tree', '--name-only', commit).split('\n').includes('.loreley-worktree'), false, 'the marker is never committed');
+    assert.equal(git(fixture.worktree, 'for-each-ref', 'refs/remotes/origin/evolution/'), '', 'the push left no remote-tracking ref in the base clone');
 
     // Evaluator metrics, the commit card and the artifacts are stored.
     const { rows: metrics } = await queue.pool.query(
