@@ -316,11 +316,23 @@ function runGitWithInput(directory: string, args: readonly string[], input: stri
 
 /**
  * Reads many objects through one `git cat-file --batch` (one process however many): a thousand
- * notes or file blobs in one round trip. Missing objects are left out of the map.
+ * notes or file blobs in one round trip. `objects` are anything cat-file resolves (a hash, or
+ * `<rev>:<path>`); the map is keyed by them, and missing objects are left out.
  */
-export function readObjects(directory: string, objects: readonly string[]): Promise<Map<string, Buffer>> {
+export async function readObjects(directory: string, objects: readonly string[]): Promise<Map<string, Buffer>> {
   const unique = [...new Set(objects)];
-  if (unique.length === 0) return Promise.resolve(new Map());
+  const contents = await catFileBatch(directory, unique);
+  const result = new Map<string, Buffer>();
+  unique.forEach((object, index) => {
+    const content = contents[index];
+    if (content !== undefined) result.set(object, content);
+  });
+  return result;
+}
+
+/** One `git cat-file --batch`: each object's content in the order asked, undefined when missing. */
+function catFileBatch(directory: string, objects: readonly string[]): Promise<Array<Buffer | undefined>> {
+  if (objects.length === 0) return Promise.resolve([]);
   return new Promise((resolve, reject) => {
     const child = spawn('git', [...SAFE_CONFIG, 'cat-file', '--batch'], { cwd: directory, stdio: ['pipe', 'pipe', 'pipe'], env: gitEnvironment() });
     const chunks: Buffer[] = [];
@@ -333,21 +345,25 @@ export function readObjects(directory: string, objects: readonly string[]): Prom
         reject(new GitError(`git cat-file --batch exited with ${code}: ${stderr.trim()}`));
         return;
       }
+      // Answers come in the order asked: "<hash> <type> <size>\n<content>\n", or "<object> missing\n".
       const buffer = Buffer.concat(chunks);
-      const result = new Map<string, Buffer>();
+      const contents: Array<Buffer | undefined> = [];
       let offset = 0;
-      while (offset < buffer.length) {
+      while (offset < buffer.length && contents.length < objects.length) {
         const newline = buffer.indexOf(0x0a, offset);
         if (newline < 0) break;
         const header = buffer.subarray(offset, newline).toString('utf8').split(' ');
         offset = newline + 1;
-        if (header[1] === 'missing' || header.length < 3) continue;
+        if (header.length < 3 || header[header.length - 1] === 'missing' || header[header.length - 1] === 'ambiguous') {
+          contents.push(undefined);
+          continue;
+        }
         const size = Number(header[2]);
-        result.set(header[0], buffer.subarray(offset, offset + size));
+        contents.push(buffer.subarray(offset, offset + size));
         offset += size + 1;
       }
-      resolve(result);
+      resolve(contents);
     });
-    child.stdin.end(`${unique.join('\n')}\n`);
+    child.stdin.end(`${objects.join('\n')}\n`);
   });
 }

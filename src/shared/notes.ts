@@ -21,11 +21,40 @@ const IDENTITY = ['-c', 'user.name=Loreley', '-c', 'user.email=loreley@localhost
 /** Non-fast-forward pushes (another writer pushed first) are merged and tried again this often. */
 const PUSH_ATTEMPTS = 5;
 
+/** Fan-out depths a notes tree may use (git adds a level per 256× more notes): up to 4 billion notes. */
+const FANOUTS = [1, 0, 2, 3];
+
+/** A commit's note path at a fan-out depth: `ab/cdef…` at depth 1. */
+function notePath(commit: string, depth: number): string {
+  let path = '';
+  for (let level = 0; level < depth; level += 1) path += `${commit.slice(level * 2, level * 2 + 2)}/`;
+  return path + commit.slice(depth * 2);
+}
+
 /**
- * The note text of each annotated commit (or of those in `only`), from one listing and one
- * batched read.
+ * The note text of each annotated commit, from one listing and one batched read; or of the
+ * commits in `only`, looked up by path in one batched read (no listing: its cost grows with every
+ * note the experiment ever wrote, and the scheduler reads the notes of a few commits every tick).
  */
 export async function readNotes(directory: string, only?: ReadonlySet<string>): Promise<Map<string, string>> {
+  if (only) {
+    const commits = [...only].filter((commit) => /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(commit));
+    const specs = commits.flatMap((commit) => FANOUTS.map((depth) => `${NOTES_REF}:${notePath(commit, depth)}`));
+    const found = await readObjects(directory, specs);
+    const notes = new Map<string, string>();
+    for (const commit of commits) {
+      const hits = FANOUTS.map((depth) => found.get(`${NOTES_REF}:${notePath(commit, depth)}`)).filter((content) => content !== undefined);
+      // One path per note is what git and fast-import write; a tree with the same commit at two
+      // depths is left to git's own reading.
+      if (hits.length > 1) return readNotesListed(directory, only);
+      if (hits.length === 1) notes.set(commit, hits[0].toString('utf8'));
+    }
+    return notes;
+  }
+  return readNotesListed(directory);
+}
+
+async function readNotesListed(directory: string, only?: ReadonlySet<string>): Promise<Map<string, string>> {
   const listing = await gitAt(directory).raw(['notes', `--ref=${NOTES_REF}`, 'list']).catch((error: unknown) => {
     // No notes ref yet: nothing written.
     if (error instanceof GitError) return '';
