@@ -94,6 +94,12 @@ function writeConsole(text: string): void {
 
 const CONSOLE_SKIP = new Set(['time', 'level', 'msg', 'pid', 'host', 'role', 'workerId', 'err']);
 
+/** A text of several lines shows its first on the console: the record keeps it whole, and whoever logs one prints it themselves (the run summary goes to stdout). */
+function firstLine(text: string): string {
+  const end = text.indexOf('\n');
+  return end === -1 ? text : `${text.slice(0, end)} …`;
+}
+
 /** One short human-readable line per record on stderr, written synchronously. */
 function consoleStream(prefix: string): DestinationStream {
   return {
@@ -109,7 +115,7 @@ function consoleStream(prefix: string): DestinationStream {
       const level = String(record.level ?? '').toUpperCase().padEnd(5);
       const extras = Object.entries(record)
         .filter(([key]) => !CONSOLE_SKIP.has(key))
-        .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+        .map(([key, value]) => `${key}=${typeof value === 'string' ? firstLine(value) : JSON.stringify(value)}`)
         .join(' ');
       const err = record.err as { message?: string } | undefined;
       const errText = err?.message ? ` error=${JSON.stringify(err.message)}` : '';

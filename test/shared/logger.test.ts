@@ -46,6 +46,10 @@ if (mode === 'burst') {
   process.stdout.write('burst done\\n');
   process.exit(0);
 }
+if (mode === 'multiline') {
+  log.logger.info({ summary: 'Run finished.\\n  best 0.9' }, 'run summary');
+  process.exit(0);
+}
 if (mode === 'throw') {
   log.logger.error('about to throw');
   throw new Error('boom');
@@ -122,6 +126,15 @@ describe('the console', () => {
     assert.equal((await child.waitExit(20_000)).code, 143);
     assert.match(child.stderr(), /^\d\d:\d\d:\d\d WARN  terminating on SIGTERM \(\[redacted\]\)$/m);
     assert.match(child.stderr(), /^\d\d:\d\d:\d\d INFO  line i=0 padding=x+$/m);
+  });
+
+  test('a value of several lines shows its first line on the console and stays whole in the file', async () => {
+    const { child, directory } = runChild('multiline', 0, true);
+    assert.equal((await child.waitExit(20_000)).code, 0);
+    assert.match(child.stderr(), /^\d\d:\d\d:\d\d INFO  run summary summary=Run finished\. …$/m);
+    assert.doesNotMatch(child.stderr(), /best 0\.9/);
+    const records = readdirSync(directory).flatMap((file) => readFileSync(path.join(directory, file), 'utf8').trim().split('\n')).map((line) => JSON.parse(line));
+    assert.equal(records.find((record) => record.msg === 'run summary')?.summary, 'Run finished.\n  best 0.9');
   });
 
   test(
