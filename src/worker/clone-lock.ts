@@ -33,7 +33,10 @@ interface Holder {
 }
 
 const POLL_MS = 10;
-/** Only a lock written by an older Loreley (exclusive create, then write) can be unreadable; past this age its taker is gone. */
+/**
+ * Only a lock written by an exclusive create and then a write (an older Loreley, or a file system
+ * without hard links) can be read empty or torn; past this age its taker is gone.
+ */
 const UNREADABLE_STALE_MS = 5000;
 
 function parse(text: string): Holder | undefined {
@@ -82,6 +85,33 @@ async function breakIfStale(file: string, seen: string): Promise<void> {
   }
 }
 
+/** Error codes of a file system without hard links (some network and FUSE mounts). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
+
+/** One attempt: true when the lock is ours. */
+async function take(file: string, draft: string, text: string): Promise<boolean> {
+  await writeFile(draft, text);
+  try {
+    await link(draft, file);
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    if (code === 'EEXIST') return false;
+    if (!NO_HARD_LINKS.has(code)) throw error;
+  } finally {
+    await rm(draft, { force: true });
+  }
+  // No hard links here: an exclusive create, then the write. A taker may read the file empty in
+  // between; it is judged stale only once older than UNREADABLE_STALE_MS.
+  try {
+    await writeFile(file, text, { flag: 'wx' });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+}
+
 export async function withFileLock<T>(file: string, fn: () => Promise<T>, options: { timeoutMs?: number } = {}): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 300_000;
   const me: Holder = { host: os.hostname(), pid: process.pid, token: randomBytes(8).toString('hex') };
@@ -93,17 +123,7 @@ export async function withFileLock<T>(file: string, fn: () => Promise<T>, option
   for (;;) {
     // Written whole, then linked under the lock's name: the lock is never seen half-written. The
     // draft is removed at once, so a taker killed while it waits leaves nothing behind.
-    await writeFile(draft, text);
-    let taken = false;
-    try {
-      await link(draft, file);
-      taken = true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    } finally {
-      await rm(draft, { force: true });
-    }
-    if (taken) break;
+    if (await take(file, draft, text)) break;
     const seen = await readFile(file, 'utf8').catch(() => undefined);
     if (seen !== undefined) await breakIfStale(file, seen);
     if (Date.now() > deadline) throw new Error(`the lock ${file} is held by ${seen ?? 'someone'} for over ${Math.round(timeoutMs / 1000)} s`);
