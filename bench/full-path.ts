@@ -7,7 +7,7 @@ import { withTransaction } from '../src/shared/db/pool.ts';
 import { sendEvolutionJob } from '../src/shared/queue.ts';
 import { createExperiment, NOOP_COMMANDS, whileRunning, type Experiment } from './experiment.ts';
 import { stallReport } from './stall-report.ts';
-import { LORELEY_BIN, ms, ratio, summary, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
+import { LORELEY_BIN, ms, ratio, summary, treeCpuMs, type Benchmark, type Harness, type Proc, type Row } from './harness.ts';
 
 /**
  * The full job path with git at scale: N evolution jobs (2,000; 300 with --quick) on 4 workers,
@@ -41,6 +41,14 @@ interface Rates {
   readonly last: number;
   /** Remote refs under refs/heads at the end. */
   readonly remoteBranches: number;
+  /** CPU-ms per job over the first and the last W jobs (every process of the side, see cpuPerJob). */
+  readonly cpu: { readonly first: number; readonly last: number };
+}
+
+/** CPU-ms used so far by a side's processes, and how many jobs it had finished then. */
+interface CpuSample {
+  readonly done: number;
+  readonly cpuMs: number;
 }
 
 export const fullPath: Benchmark = {
@@ -59,17 +67,28 @@ export const fullPath: Benchmark = {
     return [
       { benchmark: `full path ${WORKERS} workers, ${jobs} jobs: jobs/s`, loreley: rate(loreley.overall), baseline: `plain shell ${rate(plain.overall)}`, ratio: ratio(loreley.overall, plain.overall), target: '≥ 0.8×', pass: loreley.overall >= 0.8 * plain.overall },
       { benchmark: `full path: last ${window} vs first ${window} jobs`, loreley: `${rate(loreley.last)} vs ${rate(loreley.first)}`, baseline: `plain ${rate(plain.last)} vs ${rate(plain.first)}`, ratio: ratio(loreley.last, loreley.first), target: '≥ 0.9×', pass: loreley.last >= 0.9 * loreley.first },
+      {
+        benchmark: `full path: CPU-ms per job, last ${window} vs first ${window}`,
+        loreley: `${loreley.cpu.last.toFixed(1)} vs ${loreley.cpu.first.toFixed(1)}`,
+        baseline: `plain ${plain.cpu.last.toFixed(1)} vs ${plain.cpu.first.toFixed(1)}`,
+        ratio: ratio(loreley.cpu.last, loreley.cpu.first),
+        target: 'info',
+        pass: undefined,
+      },
       { benchmark: 'full path: branches left on the remote', loreley: String(loreley.remoteBranches), baseline: `plain ${plain.remoteBranches}`, ratio: undefined, target: 'info', pass: undefined },
     ] satisfies Row[];
   },
 };
 
 function describe(rates: Rates, window: number): string {
-  return `${rates.overall.toFixed(1)} jobs/s overall, first ${window} ${rates.first.toFixed(1)}, last ${window} ${rates.last.toFixed(1)} jobs/s; ${rates.remoteBranches} branches on the remote`;
+  return (
+    `${rates.overall.toFixed(1)} jobs/s overall, first ${window} ${rates.first.toFixed(1)}, last ${window} ${rates.last.toFixed(1)} jobs/s; ` +
+    `CPU per job first ${window} ${rates.cpu.first.toFixed(1)} ms, last ${window} ${rates.cpu.last.toFixed(1)} ms; ${rates.remoteBranches} branches on the remote`
+  );
 }
 
 /** Rates from the start (ms) and each job's finish (ms). */
-function rates(start: number, finishes: readonly number[], window: number, remoteBranches: number): Rates {
+function rates(start: number, finishes: readonly number[], window: number, remoteBranches: number, cpu: Rates['cpu']): Rates {
   const sorted = [...finishes].sort((a, b) => a - b);
   const n = sorted.length;
   const w = Math.min(window, n - 1);
@@ -79,7 +98,35 @@ function rates(start: number, finishes: readonly number[], window: number, remot
     first: w / ((sorted[w - 1] - start) / 1000),
     last: w / ((sorted[n - 1] - sorted[n - 1 - w]) / 1000),
     remoteBranches,
+    cpu,
   };
+}
+
+/**
+ * CPU-ms per job over the first W and the last W jobs, from samples of the side's cumulative CPU
+ * (its process trees: git, commands, PostgreSQL included): what a job costs early and late in the
+ * run whatever else the machine runs, where the rates above move with the machine's load. The first
+ * window starts after the first W/20 jobs, so the processes' start-up is left out.
+ */
+function cpuPerJob(samples: readonly CpuSample[], jobs: number, window: number): Rates['cpu'] {
+  const perJob = (from: CpuSample | undefined, to: CpuSample | undefined) =>
+    from && to && to.done > from.done ? (to.cpuMs - from.cpuMs) / (to.done - from.done) : Number.NaN;
+  const firstFrom = samples.find((sample) => sample.done >= Math.ceil(window / 20));
+  const firstTo = samples.find((sample) => firstFrom !== undefined && sample.done >= firstFrom.done + window);
+  const lastFrom = samples.findLast((sample) => sample.done <= jobs - window);
+  return { first: perJob(firstFrom, firstTo), last: perJob(lastFrom, samples.at(-1)) };
+}
+
+/** A side's CPU-ms so far: each root's tree as last seen (a loop that ended keeps its total). */
+class CpuTotal {
+  private readonly last = new Map<number, number>();
+
+  sample(roots: readonly number[]): number {
+    for (const [root, ms] of treeCpuMs(roots)) this.last.set(root, ms);
+    let total = 0;
+    for (const ms of this.last.values()) total += ms;
+    return total;
+  }
 }
 
 function countBranches(bareRemote: string): number {
@@ -127,20 +174,30 @@ async function plainLoops(harness: Harness, jobs: number, window: number): Promi
   for (const file of timesFiles) writeFileSync(file, '');
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' };
   const start = Date.now();
+  const loops: number[] = [];
+  const samples: CpuSample[] = [];
+  const cpu = new CpuTotal();
+  const sample = () => {
+    const done = timesFiles.reduce((sum, file) => sum + readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 0);
+    samples.push({ done, cpuMs: cpu.sample(loops) });
+  };
+  const sampler = setInterval(sample, 500);
   await Promise.all(
     timesFiles.map(
       (times, i) =>
         new Promise<void>((resolve, reject) => {
           const child = spawn('bash', [script, remote, base, dir, String(i), String(perLoop), times, echoPath], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+          loops.push(child.pid!);
           let stderr = '';
           child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
           child.on('error', reject);
           child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`plain loop ${i} exited with ${code}: ${stderr.trim()}`))));
         }),
     ),
-  );
+  ).finally(() => clearInterval(sampler));
+  sample();
   const finishes = timesFiles.flatMap((file) => readFileSync(file, 'utf8').split('\n').filter(Boolean).map((line) => Number(line) * 1000));
-  return rates(start, finishes.slice(0, jobs), window, countBranches(remote));
+  return rates(start, finishes.slice(0, jobs), window, countBranches(remote), cpuPerJob(samples, jobs, window));
 }
 
 async function loreleyRun(harness: Harness, jobs: number, window: number): Promise<Rates> {
@@ -180,7 +237,7 @@ async function loreleyRun(harness: Harness, jobs: number, window: number): Promi
       procs.push(harness.spawn(`loreley worker ${i + 1}`, [LORELEY_BIN, 'worker', '--worker-id', `fullpath-${i + 1}`], { env, cwd: experiment.root }));
     }
     // The scheduler exits by itself once the budget is spent and ingested: watch a worker.
-    await whileRunning(procs[1], watchProgress(harness, { experiment, procs, jobs }));
+    const samples = await whileRunning(procs[1], watchProgress(harness, { experiment, procs, jobs }));
     const { rows } = await experiment.pool.query<{ created: number; started: number; finished: number }>(
       `SELECT extract(epoch FROM created_at)::float8 * 1000 AS created, extract(epoch FROM started_at)::float8 * 1000 AS started,
               extract(epoch FROM finished_at)::float8 * 1000 AS finished
@@ -193,7 +250,7 @@ async function loreleyRun(harness: Harness, jobs: number, window: number): Promi
     harness.progress(`Loreley: job created → started p50 ${ms(waited.p50)} (p95 ${ms(waited.p95)}), started → result stored p50 ${ms(ran.p50)} (p95 ${ms(ran.p95)})`);
     // The scheduler's last tick publishes what was ingested last: give it a moment to prune.
     await Promise.all(procs.map((proc) => proc.stop(10_000)));
-    return rates(start, rows.map((row) => row.finished), window, countBranches(experiment.remote));
+    return rates(start, rows.map((row) => row.finished), window, countBranches(experiment.remote), cpuPerJob(samples, jobs, window));
   } finally {
     await Promise.all(procs.map((proc) => proc.stop(1000).catch(() => undefined)));
     await experiment.close();
@@ -211,8 +268,11 @@ const STALL_FAIL_MS = 300_000;
  * stderr; then fails after STALL_FAIL_MS, or, with LORELEY_BENCH_KEEP=1, keeps waiting with every
  * process left alive for inspection (Ctrl+C ends it; the directories are kept).
  */
-async function watchProgress(harness: Harness, run: { experiment: Experiment; procs: readonly Proc[]; jobs: number }): Promise<void> {
+async function watchProgress(harness: Harness, run: { experiment: Experiment; procs: readonly Proc[]; jobs: number }): Promise<CpuSample[]> {
   const { experiment, procs, jobs } = run;
+  const samples: CpuSample[] = [];
+  const roots = () => [...procs.map((proc) => proc.pid), ...[harness.postmasterPid()].filter((pid) => pid !== undefined)];
+  const cpu = new CpuTotal();
   const experimentId = experiment.settings.experiment.uuid;
   let reported = 0;
   let lastDone = -1;
@@ -227,8 +287,9 @@ async function watchProgress(harness: Harness, run: { experiment: Experiment; pr
       [experimentId],
     );
     const { done, failed, error } = rows[0];
+    samples.push({ done, cpuMs: cpu.sample(roots()) });
     if (failed > 0) throw new Error(`${failed} Loreley job(s) failed: ${error}`);
-    if (done >= jobs) return;
+    if (done >= jobs) return samples;
     if (done >= reported + Math.max(100, jobs / 10)) {
       reported = done;
       harness.progress(`Loreley: ${done}/${jobs} jobs done`);

@@ -281,6 +281,8 @@ export interface ProcStat {
   readonly pgrp: number;
   /** utime + stime, in clock ticks. */
   readonly ticks: number;
+  /** cutime + cstime: the children it has reaped, in clock ticks. */
+  readonly childTicks: number;
   /** When the process started, in ticks since boot: with the pid, identifies one process. */
   readonly startTime: number;
   readonly comm: string;
@@ -298,7 +300,7 @@ export function readStat(pid: number): ProcStat | undefined {
   const comm = text.slice(text.indexOf('(') + 1, close);
   const fields = text.slice(close + 2).split(' ');
   // fields[0] is field 3 (state) of proc(5).
-  return { pid, ppid: Number(fields[1]), pgrp: Number(fields[2]), ticks: Number(fields[11]) + Number(fields[12]), startTime: Number(fields[19]), comm };
+  return { pid, ppid: Number(fields[1]), pgrp: Number(fields[2]), ticks: Number(fields[11]) + Number(fields[12]), childTicks: Number(fields[13]) + Number(fields[14]), startTime: Number(fields[19]), comm };
 }
 
 /** Resident set size in bytes (VmRSS), or undefined when the process is gone. */
@@ -340,6 +342,24 @@ export function processTree(root: number): ProcStat[] {
   const tree: ProcStat[] = [rootStat];
   for (let i = 0; i < tree.length; i += 1) tree.push(...(children.get(tree[i].pid) ?? []));
   return tree;
+}
+
+/**
+ * CPU-ms used so far by the tree under each of `roots` (absent: the root is gone): every live
+ * process's own time plus what it reaped (a child's time moves into its parent's cutime when it
+ * exits, so a tree's sum only grows, short of processes reparented away from it). One /proc scan.
+ */
+export function treeCpuMs(roots: readonly number[]): Map<number, number> {
+  const all = allProcesses();
+  const children = new Map<number, ProcStat[]>();
+  for (const stat of all) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), stat]);
+  const result = new Map<number, number>();
+  for (const root of all.filter((stat) => roots.includes(stat.pid))) {
+    const tree = [root];
+    for (let i = 0; i < tree.length; i += 1) tree.push(...(children.get(tree[i].pid) ?? []));
+    result.set(root.pid, (tree.reduce((sum, stat) => sum + stat.ticks + stat.childTicks, 0) * 1000) / clkTck());
+  }
+  return result;
 }
 
 export function readCmdline(pid: number): string[] {
