@@ -102,6 +102,10 @@ export class WorkerRepository {
     // local branch is made, so none has to be deleted (a git process fewer per job).
     const localBranch = this.settings.push ? undefined : branch;
     await this.withCloneLock(async () => {
+      // A detached worktree is registered without `git worktree add`, which would trip over a
+      // half-written registration; so such leftovers are looked for first (a directory listing:
+      // no git process unless one is found).
+      if (localBranch === undefined) await this.clearBrokenRegistrations();
       try {
         await addWorktree(this.settings.baseClone, directory, localBranch, baseCommit);
       } catch (error) {
@@ -138,7 +142,7 @@ export class WorkerRepository {
       cleared += 1;
       this.logger.warn({ registration: entry }, 'removed a half-made worktree registration (a worker killed while adding it)');
     }
-    await pruneWorktrees(this.settings.baseClone).catch(() => undefined);
+    if (cleared > 0) await pruneWorktrees(this.settings.baseClone).catch(() => undefined);
     return cleared;
   }
 
