@@ -1,5 +1,4 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,8 +25,10 @@ import type { Readable } from 'node:stream';
  * PID 1 in its own /proc: an empty environment, the script below; the worker stays invisible.
  *
  * The command's stdout and stderr are the launcher's, shared by the commands it runs one after
- * another. Once nothing of a command is left, the launcher writes a per-command random marker on
- * both: what came before it is the command's output, in pipe order. A process-group-only command
+ * another. Once nothing of a command is left, the launcher draws a random marker ($SRANDOM, from
+ * getrandom: it did not exist while anything of the command ran, so no command can print it), writes
+ * it on both and sends it with the exit status: what came before it is the command's output, in
+ * pipe order. Until the marker is known, the last MARKER_BYTES of each stream are held back. A process-group-only command
  * may leave a `setsid` child writing to the pipes, so it is spawned directly (src/shared/subprocess.ts).
  */
 
@@ -66,19 +67,25 @@ const SETTLE = [
   '  fi',
 ];
 
+/** Hex characters of the end marker: four 32-bit $SRANDOM values. */
+const MARKER_BYTES = 32;
+
 function launcherScript(): string {
   return [
     'exec 4>&2 2>/dev/null',
+    // bash 5.1+: $SRANDOM (else the launcher is not used and commands are spawned directly).
+    '[[ -n $SRANDOM ]] || exit 3',
     'echo R >&3',
-    "while IFS=' ' read -r request token; do",
+    'while read -r request; do',
     '  ( exec 2>&4 3>&- 4>&-; . "$request" ) &',
     '  echo S >&3',
     '  wait "$!"',
     '  status=$?',
     ...SETTLE,
-    `  printf '%s' "$token"`,
-    `  printf '%s' "$token" >&4`,
-    '  echo "E $status" >&3',
+    `  printf -v marker '%08x%08x%08x%08x' "$SRANDOM" "$SRANDOM" "$SRANDOM" "$SRANDOM"`,
+    `  printf '%s' "$marker"`,
+    `  printf '%s' "$marker" >&4`,
+    '  echo "E $status $marker" >&3',
     'done',
   ].join('\n');
 }
@@ -127,37 +134,49 @@ function requestScript(request: LaunchRequest, inputFile: string | undefined): s
   return `${lines.join('\n')}\n`;
 }
 
-/** Splits a stream at a marker: the bytes before it, and whether it was seen. */
-class MarkerScanner {
+/**
+ * One command's part of a launcher's stream: everything but the last MARKER_BYTES goes out as it
+ * comes (the marker is the last thing written for the command); once the marker is known, the
+ * bytes before it, and whether it was seen.
+ */
+class EndScanner {
   private held = Buffer.alloc(0);
-  private readonly marker: Buffer;
-
-  constructor(marker: Buffer) {
-    this.marker = marker;
-  }
+  private marker: Buffer | undefined;
+  private noMarker = false;
 
   push(chunk: Buffer): { data: Buffer; ended: boolean } {
     const all = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk;
-    const at = all.indexOf(this.marker);
+    if (this.noMarker) {
+      this.held = Buffer.alloc(0);
+      return { data: all, ended: false };
+    }
+    const at = this.marker ? all.indexOf(this.marker) : -1;
     if (at >= 0) {
       this.held = Buffer.alloc(0);
       return { data: all.subarray(0, at), ended: true };
     }
-    // Hold back a tail that could be the start of the marker.
-    for (let keep = Math.min(this.marker.length - 1, all.length); keep > 0; keep -= 1) {
-      if (all.subarray(all.length - keep).equals(this.marker.subarray(0, keep))) {
-        this.held = Buffer.from(all.subarray(all.length - keep));
-        return { data: all.subarray(0, all.length - keep), ended: false };
-      }
-    }
+    const keep = Math.min(MARKER_BYTES, all.length);
+    this.held = Buffer.from(all.subarray(all.length - keep));
+    return { data: all.subarray(0, all.length - keep), ended: false };
+  }
+
+  know(marker: Buffer): { data: Buffer; ended: boolean } {
+    this.marker = marker;
+    return this.push(Buffer.alloc(0));
+  }
+
+  /** No marker will come (the launcher died): what is held back, and from now on everything, is output. */
+  giveUp(): Buffer {
+    this.noMarker = true;
+    const rest = this.held;
     this.held = Buffer.alloc(0);
-    return { data: all, ended: false };
+    return rest;
   }
 }
 
 interface Pending {
   readonly onStarted: () => void;
-  readonly onExit: (status: number) => void;
+  readonly onExit: (status: number, marker: string | undefined) => void;
   readonly onDeath: (why: Error, signal: NodeJS.Signals | null) => void;
   readonly stdout: (chunk: Buffer) => void;
   readonly stderr: (chunk: Buffer) => void;
@@ -214,8 +233,8 @@ class Launcher {
   private readonly inputFile: string;
   private pending: Pending | undefined;
   private statusText = '';
-  private stdoutScanner: MarkerScanner | undefined;
-  private stderrScanner: MarkerScanner | undefined;
+  private stdoutScanner: EndScanner | undefined;
+  private stderrScanner: EndScanner | undefined;
   private markerSeen: (() => void) | undefined;
   readonly ready: Promise<void>;
   dead = false;
@@ -245,7 +264,10 @@ class Launcher {
         this.statusText = this.statusText.slice(newline + 1);
         if (line === 'R') markReady();
         else if (line === 'S') this.pending?.onStarted();
-        else if (line.startsWith('E ')) this.pending?.onExit(Number(line.slice(2)));
+        else if (line.startsWith('E ')) {
+          const [status, marker] = line.slice(2).split(' ');
+          this.pending?.onExit(Number(status), marker);
+        }
       }
     });
     this.child.stdout.on('data', (chunk: Buffer) => this.output(chunk, 'stdout'));
@@ -277,10 +299,10 @@ class Launcher {
     }
   }
 
-  private output(chunk: Buffer, stream: 'stdout' | 'stderr'): void {
+  private output(chunk: Buffer, stream: 'stdout' | 'stderr', marker?: Buffer): void {
     const scanner = stream === 'stdout' ? this.stdoutScanner : this.stderrScanner;
     if (!scanner || !this.pending) return; // Between commands nothing of ours writes: nothing to keep.
-    const { data, ended } = scanner.push(chunk);
+    const { data, ended } = marker ? scanner.know(marker) : scanner.push(chunk);
     if (data.length > 0) this.pending[stream](data);
     if (ended) {
       if (stream === 'stdout') this.stdoutScanner = undefined;
@@ -290,10 +312,8 @@ class Launcher {
   }
 
   start(request: LaunchRequest, stdout: (chunk: Buffer) => void, stderr: (chunk: Buffer) => void, done: (launcher: Launcher, reusable: boolean) => void): LaunchedCommand {
-    const token = randomBytes(24).toString('hex');
-    const marker = Buffer.from(token, 'latin1');
-    this.stdoutScanner = new MarkerScanner(marker);
-    this.stderrScanner = new MarkerScanner(marker);
+    this.stdoutScanner = new EndScanner();
+    this.stderrScanner = new EndScanner();
     let resolveStarted!: () => void;
     let rejectStarted!: (error: Error) => void;
     let resolveExit!: (exit: { code: number | null; signal: NodeJS.Signals | null }) => void;
@@ -315,8 +335,13 @@ class Launcher {
       stdout,
       stderr,
       onStarted: resolveStarted,
-      onExit: (status) => {
+      onExit: (status, marker) => {
         exitSeen = true;
+        if (marker !== undefined && /^[0-9a-f]{32}$/.test(marker)) {
+          const bytes = Buffer.from(marker, 'latin1');
+          this.output(Buffer.alloc(0), 'stdout', bytes);
+          this.output(Buffer.alloc(0), 'stderr', bytes);
+        }
         const signal = status > 128 ? signalName(status - 128) : undefined;
         resolveExit(signal ? { code: null, signal } : { code: status, signal: null });
       },
@@ -324,13 +349,17 @@ class Launcher {
         rejectStarted(why);
         resolveExit({ code: null, signal: signal ?? 'SIGKILL' });
         // No marker will come: what is in the pipes still arrives until they close.
+        for (const stream of ['stdout', 'stderr'] as const) {
+          const rest = (stream === 'stdout' ? this.stdoutScanner : this.stderrScanner)?.giveUp();
+          if (rest && rest.length > 0) this.pending?.[stream](rest);
+        }
         void Promise.all([once(this.child.stdout, 'close'), once(this.child.stderr, 'close')]).catch(() => undefined).then(() => resolveEnded());
       },
     };
     if (request.input !== '') writeFileSync(this.inputFile, request.input, { mode: 0o600 });
     writeFileSync(this.script, requestScript(request, request.input !== '' ? this.inputFile : undefined), { mode: 0o600 });
     this.hold(true);
-    this.child.stdin.write(`${this.script} ${token}\n`);
+    this.child.stdin.write(`${this.script}\n`);
     let released = false;
     return {
       started,
@@ -370,8 +399,8 @@ function signalName(number: number): NodeJS.Signals | undefined {
   return entry?.[0] as NodeJS.Signals | undefined;
 }
 
-/** Launchers kept for the next command, by kind; one per command running at once. */
-const MAX_IDLE = 8;
+/** Launchers kept for the next command, by kind: one per command running at once (WORKER_CONCURRENCY is at most 64). */
+const MAX_IDLE = 64;
 const idle = new Map<string, Launcher[]>();
 let bashPath: string | null | undefined;
 

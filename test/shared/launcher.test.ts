@@ -101,6 +101,15 @@ for (const { name, containment, why } of kinds) {
       assert.equal(second.stderr, '');
     });
 
+    test('output that looks like an end marker is output: the marker is drawn after the command is gone', async () => {
+      const fake = 'x'.repeat(7) + '0123456789abcdef0123456789abcdef';
+      for (const [stdout, stderr] of [[fake, ''], ['', fake], ['a', 'b'], ['', '']]) {
+        const result = await run(['bash', '-c', 'printf "%s" "$1"; printf "%s" "$2" >&2', 'argv0', stdout, stderr]);
+        assert.equal(result.stdout, stdout);
+        assert.equal(result.stderr, stderr);
+      }
+    });
+
     test('a timeout or a cancellation ends the command and its launcher; the next command gets a new one', async () => {
       const marker = `600.${process.pid}${Math.floor(Math.random() * 1e6)}`;
       const controller = new AbortController();
