@@ -199,7 +199,13 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
   const launched = launcher && existsSync(options.cwd)
     ? await launch(launcher, { argv, cwd: options.cwd, env, input: options.input ?? '' }, collect(stdout), collect(stderr))
     : undefined;
+  // Its group is the launcher's, known now: reported before the command can have started.
+  if (launched) {
+    liveGroups.add(launched.group);
+    groupsChanged();
+  }
   const forked = await launched?.started.then(() => true, () => false);
+  if (launched && !forked) liveGroups.delete(launched.group);
   if (launched && forked) {
     // What it leaves behind is the launcher's to end (it does, or dies with it).
     command = { pid: launched.group, exited: launched.exited, outputEnded: launched.outputEnded, leftovers: () => undefined, finish: () => launched.release() };
@@ -209,7 +215,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions): 
     command = spawnDirect(spawned, options, env, collect(stdout), collect(stderr));
   }
   const { pid } = command;
-  if (pid !== undefined) {
+  if (pid !== undefined && !liveGroups.has(pid)) {
     liveGroups.add(pid);
     groupsChanged();
   }
