@@ -28,6 +28,8 @@ import { ResultSpool, ResultSpooled, type SpooledResult } from './spool.ts';
 export interface JobOutcome {
   readonly jobId: string;
   readonly commit: string;
+  /** The next job, taken in the transaction that stored this one's result (`run`'s `draining`). */
+  readonly next?: Taken;
 }
 
 export interface EvolutionWorkerOptions {
@@ -102,28 +104,32 @@ export class EvolutionWorker {
    * aborted meanwhile (the fetch is rolled back: the queue job waits, untouched, for another worker).
    */
   async take(draining?: AbortSignal): Promise<Taken | undefined> {
-    const { pool, queue, presence } = this.options;
+    const { pool, presence } = this.options;
     const base = presence ? await presence.toRecord() : undefined;
     let taken: Taken | undefined;
     try {
-      taken = await withTransaction(pool, async (client) => {
-        const queueJob = await queue.fetch(client);
-        if (!queueJob) return undefined;
-        if (draining?.aborted) throw new DrainedBeforeClaim();
-        try {
-          return { queueJob, job: await this.claimIn(client, queueJob, base && { ...base, state: 'busy' }) };
-        } catch (error) {
-          if (!(error instanceof JobLockConflict || error instanceof JobPreconditionError)) throw error;
-          await queue.complete(client, queueJob, { skipped: error instanceof JobLockConflict ? 'lock conflict' : error.message });
-          return { queueJob, skipped: error };
-        }
-      });
+      taken = await withTransaction(pool, (client) => this.takeIn(client, base, draining));
     } catch (error) {
       if (error instanceof DrainedBeforeClaim) return undefined;
       throw error;
     }
     if (taken?.job && base) presence!.recorded({ ...base, state: 'busy', currentJobId: taken.job.id });
     return taken;
+  }
+
+  /** `take()` inside the caller's transaction; throws `DrainedBeforeClaim` when `draining` was aborted after the fetch. */
+  private async takeIn(client: PoolClient, base: WorkerPresence | undefined, draining?: AbortSignal): Promise<Taken | undefined> {
+    const { queue } = this.options;
+    const queueJob = await queue.fetch(client);
+    if (!queueJob) return undefined;
+    if (draining?.aborted) throw new DrainedBeforeClaim();
+    try {
+      return { queueJob, job: await this.claimIn(client, queueJob, base && { ...base, state: 'busy' }) };
+    } catch (error) {
+      if (!(error instanceof JobLockConflict || error instanceof JobPreconditionError)) throw error;
+      await queue.complete(client, queueJob, { skipped: error instanceof JobLockConflict ? 'lock conflict' : error.message });
+      return { queueJob, skipped: error };
+    }
   }
 
   /**
@@ -155,8 +161,10 @@ export class EvolutionWorker {
    * `cutShort` is the drain's own signal (also folded into `signal`): a result waiting for the
    * database stops waiting only for it, not when the queue gives up on the claim. `claimed`: the
    * job as `take()` claimed it; absent, the job is claimed here (a queue job fetched elsewhere).
+   * `draining`: given and not aborted, the next job is taken in the transaction that stores this
+   * one's result (a backlog costs one transaction per job; an empty queue, no extra one).
    */
-  async run(queueJob: QueueJob, signal: AbortSignal, cutShort: AbortSignal = signal, claimed?: EvolutionJob): Promise<JobOutcome> {
+  async run(queueJob: QueueJob, signal: AbortSignal, cutShort: AbortSignal = signal, claimed?: EvolutionJob, draining?: AbortSignal): Promise<JobOutcome> {
     const { settings, logger, repository } = this.options;
     const { jobId } = parseEvolutionJobMessage(queueJob.data);
     const job = claimed ?? (await this.claim(jobId, queueJob));
@@ -228,8 +236,11 @@ export class EvolutionWorker {
         artifacts: { ...artifacts },
         spooledAt: new Date().toISOString(),
       };
+      let next: Taken | undefined;
       try {
-        if ((await this.store(result, 'attempt', await this.options.presence?.afterJob(jobId))) !== 'recorded') {
+        const stored = await this.storeAttempt(result, await this.options.presence?.afterJob(jobId), draining);
+        next = stored.next;
+        if (stored.outcome !== 'recorded') {
           // Only the attempt that holds the job may finish it: the scheduler may have failed it
           // meanwhile (an expired queue job), or a retry may have taken it over.
           throw new EvolutionWorkerError(`job ${jobId} is no longer held by this attempt (failed or taken over meanwhile): result ${commit} discarded`);
@@ -240,7 +251,7 @@ export class EvolutionWorker {
       }
       log.info({ commit, metrics: Object.fromEntries(evaluation.metrics.map((m) => [m.name, m.value])), ms: Math.round(performance.now() - started) }, 'job complete');
       observeJobDone('succeeded', (performance.now() - started) / 1000);
-      return { jobId, commit };
+      return { jobId, commit, next };
     } catch (error) {
       if (error instanceof ResultSpooled) throw error;
       const cause = signal.aborted && signal.reason instanceof JobHandedBack ? signal.reason : error;
@@ -269,35 +280,10 @@ export class EvolutionWorker {
    * been handed back meanwhile; its branch is pushed and its evaluation done, so it is the job's
    * result). A job that finished meanwhile is left as it is: a result is recorded once.
    */
-  async store(result: SpooledResult, mode: 'attempt' | 'spooled', presence?: WorkerPresence): Promise<'recorded' | 'not-held'> {
+  async store(result: SpooledResult, mode: 'attempt' | 'spooled'): Promise<'recorded' | 'not-held'> {
     const { pool, queue } = this.options;
-    const card: CommitCard & { jobId: string } = {
-      experimentId: result.experimentId,
-      commitHash: result.commit,
-      parentCommit: result.kind === 'baseline' ? null : result.baseCommit,
-      jobId: result.jobId,
-      branch: result.branch,
-      author: result.author,
-      message: result.message,
-      summary: result.summary,
-      changedFiles: result.files,
-    };
-    if (mode === 'attempt') {
-      const outcome = await withTransaction(pool, async (client) => {
-        // Card, metrics, artifacts and the row marked succeeded in one statement, only while this
-        // attempt holds the job; then the queue job, in the same transaction, and the process's
-        // presence as it is once the job is done (so that needs no transaction of its own).
-        if (!(await recordSucceededAttempt(client, { queueJobId: result.queueJobId, card, metrics: result.metrics, artifacts: result.artifacts }))) return 'not-held';
-        const attempt = { id: result.queueJobId, retryCount: result.queueRetryCount };
-        // Not active any more (pg-boss's sweep failed it into a retry): the row is the truth, so
-        // the queue must not run it again.
-        if (!(await queue.complete(client, attempt, { commit: result.commit }))) await queue.cancel(client, result.queueJobId);
-        if (presence) await upsertWorker(client, presence);
-        return 'recorded';
-      });
-      if (outcome === 'recorded' && presence) this.options.presence?.recorded(presence);
-      return outcome;
-    }
+    const card = commitCard(result);
+    if (mode === 'attempt') return (await this.storeAttempt(result)).outcome;
     return withTransaction(pool, async (client) => {
       const row = await lockJob(client, result.jobId);
       if (!row || !['pending', 'queued', 'running'].includes(row.status)) return 'not-held';
@@ -311,6 +297,42 @@ export class EvolutionWorker {
       await queue.cancel(client, queueJobId);
       return 'recorded';
     });
+  }
+
+  /**
+   * `store(result, 'attempt')`, also recording the process's presence once the job is done
+   * (`presence`) and, with `draining` given and not aborted, taking the next job in the same
+   * transaction (its claim then records the presence). Should taking the next job fail with a
+   * statement error, the result is stored again without it: it is never lost for the next job.
+   */
+  private async storeAttempt(result: SpooledResult, presence?: WorkerPresence, draining?: AbortSignal): Promise<{ outcome: 'recorded' | 'not-held'; next?: Taken }> {
+    const { pool, queue } = this.options;
+    const card = commitCard(result);
+    const attempt = async (takeNext: boolean) =>
+      withTransaction(pool, async (client) => {
+        // Card, metrics, artifacts and the row marked succeeded in one statement, only while this
+        // attempt holds the job; then the queue job, in the same transaction.
+        if (!(await recordSucceededAttempt(client, { queueJobId: result.queueJobId, card, metrics: result.metrics, artifacts: result.artifacts }))) return { outcome: 'not-held' as const };
+        // Not active any more (pg-boss's sweep failed it into a retry): the row is the truth, so
+        // the queue must not run it again.
+        if (!(await queue.complete(client, { id: result.queueJobId, retryCount: result.queueRetryCount }, { commit: result.commit }))) await queue.cancel(client, result.queueJobId);
+        const next = takeNext && draining && !draining.aborted ? await this.takeIn(client, presence) : undefined;
+        // The process as it is now, unless the next job's claim recorded it busy.
+        if (presence && !next?.job) await upsertWorker(client, presence);
+        return { outcome: 'recorded' as const, next };
+      });
+    let stored: { outcome: 'recorded' | 'not-held'; next?: Taken };
+    try {
+      stored = await attempt(true);
+    } catch (error) {
+      if (!draining || isDatabaseUnavailable(error)) throw error;
+      this.options.logger.warn({ err: error }, 'could not take the next job with the result: stored without it');
+      stored = await attempt(false);
+    }
+    if (stored.outcome === 'recorded' && presence) {
+      this.options.presence?.recorded(stored.next?.job ? { ...presence, state: 'busy', currentJobId: stored.next.job.id } : presence);
+    }
+    return stored;
   }
 
   /**
@@ -390,6 +412,20 @@ export class EvolutionWorker {
       else await requeueUnstarted(client, jobId, queueJob.id, fresh);
     });
   }
+}
+
+function commitCard(result: SpooledResult): CommitCard & { jobId: string } {
+  return {
+    experimentId: result.experimentId,
+    commitHash: result.commit,
+    parentCommit: result.kind === 'baseline' ? null : result.baseCommit,
+    jobId: result.jobId,
+    branch: result.branch,
+    author: result.author,
+    message: result.message,
+    summary: result.summary,
+    changedFiles: result.files,
+  };
 }
 
 function throwIfAborted(signal: AbortSignal): void {

@@ -11,8 +11,12 @@ export interface FetchLoopOptions<T> {
   pollMs(): number;
   /** Takes the next job, or nothing when the queue has none ready. */
   take(): Promise<T | undefined>;
-  /** Runs a taken job to its end; never rejects (a rejection is reported like a failed take). */
-  handle(taken: T): Promise<void>;
+  /**
+   * Runs a taken job to its end; gives the next job when it took one on the way (in the
+   * transaction that stored the result), which the slot then runs at once. A rejection is
+   * reported like a failed take.
+   */
+  handle(taken: T): Promise<T | undefined>;
   onError(error: unknown): void;
 }
 
@@ -68,7 +72,13 @@ export class FetchLoop<T> {
         continue;
       }
       if (taken !== undefined) {
-        await this.options.handle(taken).catch((error: unknown) => this.options.onError(error));
+        let next: T | undefined = taken;
+        while (next !== undefined) {
+          next = await this.options.handle(next).catch((error: unknown) => {
+            this.options.onError(error);
+            return undefined;
+          });
+        }
         continue;
       }
       if (!slot.woken) await this.sleep(slot);

@@ -101,18 +101,24 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   });
   if (flushed > 0) logger.info({ results: flushed }, 'recorded results that earlier workers kept through a database outage');
 
-  const handle = async (taken: Taken): Promise<void> => {
+  const handle = async (taken: Taken): Promise<Taken | undefined> => {
     const { queueJob } = taken;
     const jobId = messageJobId(queueJob.data);
     const log = logger.child({ jobId, queueJobId: queueJob.id });
     // Its queue job was completed with why, in the transaction that fetched it.
     if (taken.skipped instanceof JobLockConflict) {
       log.info({ reason: taken.skipped.message }, 'job skipped: lock conflict');
-      return;
+      return undefined;
     }
     if (taken.skipped) {
       log.warn({ reason: taken.skipped.message }, 'job skipped: precondition failed');
-      return;
+      return undefined;
+    }
+    // Taken with the last job's result as the drain began: given back untouched, attempt returned.
+    if (runtime.drainSignal.aborted) {
+      await worker.handBack(queueJob);
+      log.info('job arrived while draining: handed back unstarted');
+      return undefined;
     }
     const controller = new AbortController();
     let resolveFinished!: () => void;
@@ -123,30 +129,34 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     // The queue's side of holding the job: heartbeats, and its time limit.
     const claimLost = new AbortController();
     const claim = new HeldClaim({ pool, queue, job: queueJob, abort: (reason) => claimLost.abort(reason), onError: onQueueError });
+    let next: Taken | undefined;
     try {
-      await worker.run(queueJob, AbortSignal.any([claimLost.signal, controller.signal]), controller.signal, taken.job);
+      next = (await worker.run(queueJob, AbortSignal.any([claimLost.signal, controller.signal]), controller.signal, taken.job, runtime.drainSignal)).next;
+      return next;
     } catch (error) {
       if (error instanceof JobHandedBack) {
         await worker.handBack(queueJob);
         log.warn({ reason: error.message }, 'job handed back to the queue');
-        return;
+        return undefined;
       }
       if (error instanceof ResultSpooled) {
         log.warn({ reason: error.message }, 'job result left in the spool');
         // As pg-boss did after the handler: the attempt is over, the spool records the result.
         await queue.complete(pool, queueJob, { spooled: true }).catch(onQueueError);
-        return;
+        return undefined;
       }
       if (!failureReported(error)) reportFailure(error, log);
       // Failed with the row in one transaction, unless recording the failure itself failed.
       if (!queueAttemptSettled(error)) await queue.fail(pool, queueJob, error).catch(onQueueError);
+      return undefined;
     } finally {
       claim.release();
       inFlight.delete(queueJob.id);
       spooled.delete(queueJob.id);
       reportHeld();
       resolveFinished();
-      runtime.setState(stateAfterJob(queueJob.id).state);
+      // With a next job in hand the process stays busy: the next job's start says so.
+      if (!next?.job) runtime.setState(stateAfterJob(queueJob.id).state);
     }
   };
 

@@ -176,6 +176,34 @@ describe("pg-boss's statements, run by the worker", () => {
 });
 
 describe('the fetch loop', () => {
+  test('a job that brings the next (taken with its result) is followed by that one without a fetch', async () => {
+    const taken: number[] = [];
+    const handled: number[] = [];
+    let takes = 0;
+    const loop = new FetchLoop<number>({
+      concurrency: 1,
+      pollMs: () => 60_000,
+      take: async () => {
+        takes += 1;
+        if (takes === 1) {
+          taken.push(1);
+          return 1;
+        }
+        return undefined;
+      },
+      handle: async (value) => {
+        handled.push(value);
+        return value < 3 ? value + 1 : undefined;
+      },
+      onError: (error) => assert.fail(String(error)),
+    });
+    loop.start();
+    await waitFor('the chain handled and a fetch after it', () => takes >= 2);
+    await loop.stop();
+    assert.deepEqual(taken, [1]);
+    assert.deepEqual(handled, [1, 2, 3]);
+  });
+
   test('a wake during a fetch that found nothing makes the slot fetch again at once; otherwise it sleeps out the poll', async () => {
     let takes = 0;
     let loop!: FetchLoop<number>;
