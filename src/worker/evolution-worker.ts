@@ -28,8 +28,11 @@ import { ResultSpool, ResultSpooled, type SpooledResult } from './spool.ts';
 export interface JobOutcome {
   readonly jobId: string;
   readonly commit: string;
-  /** The next job, taken in the transaction that stored this one's result (`run`'s `draining`). */
-  readonly next?: Taken;
+  /**
+   * The next job, taken in the transaction that stored this one's result (`run`'s `draining`);
+   * null when that found the queue empty; absent when it did not look.
+   */
+  readonly next?: Taken | null;
 }
 
 export interface EvolutionWorkerOptions {
@@ -236,7 +239,7 @@ export class EvolutionWorker {
         artifacts: { ...artifacts },
         spooledAt: new Date().toISOString(),
       };
-      let next: Taken | undefined;
+      let next: Taken | null | undefined;
       try {
         const stored = await this.storeAttempt(result, await this.options.presence?.afterJob(jobId), draining);
         next = stored.next;
@@ -305,7 +308,7 @@ export class EvolutionWorker {
    * transaction (its claim then records the presence). Should taking the next job fail with a
    * statement error, the result is stored again without it: it is never lost for the next job.
    */
-  private async storeAttempt(result: SpooledResult, presence?: WorkerPresence, draining?: AbortSignal): Promise<{ outcome: 'recorded' | 'not-held'; next?: Taken }> {
+  private async storeAttempt(result: SpooledResult, presence?: WorkerPresence, draining?: AbortSignal): Promise<{ outcome: 'recorded' | 'not-held'; next?: Taken | null }> {
     const { pool, queue } = this.options;
     const card = commitCard(result);
     const attempt = async (takeNext: boolean) =>
@@ -316,12 +319,12 @@ export class EvolutionWorker {
         // Not active any more (pg-boss's sweep failed it into a retry): the row is the truth, so
         // the queue must not run it again.
         if (!(await queue.complete(client, { id: result.queueJobId, retryCount: result.queueRetryCount }, { commit: result.commit }))) await queue.cancel(client, result.queueJobId);
-        const next = takeNext && draining && !draining.aborted ? await this.takeIn(client, presence) : undefined;
+        const next = takeNext && draining && !draining.aborted ? ((await this.takeIn(client, presence)) ?? null) : undefined;
         // The process as it is now, unless the next job's claim recorded it busy.
         if (presence && !next?.job) await upsertWorker(client, presence);
         return { outcome: 'recorded' as const, next };
       });
-    let stored: { outcome: 'recorded' | 'not-held'; next?: Taken };
+    let stored: { outcome: 'recorded' | 'not-held'; next?: Taken | null };
     try {
       stored = await attempt(true);
     } catch (error) {

@@ -12,11 +12,12 @@ export interface FetchLoopOptions<T> {
   /** Takes the next job, or nothing when the queue has none ready. */
   take(): Promise<T | undefined>;
   /**
-   * Runs a taken job to its end; gives the next job when it took one on the way (in the
-   * transaction that stored the result), which the slot then runs at once. A rejection is
-   * reported like a failed take.
+   * Runs a taken job to its end. Gives the next job when it took one on the way (in the
+   * transaction that stored the result), which the slot then runs at once; `'empty'` when it
+   * looked and the queue had nothing (the slot sleeps unless woken meanwhile); nothing when it did
+   * not look (the slot fetches at once). A rejection is reported like a failed take.
    */
-  handle(taken: T): Promise<T | undefined>;
+  handle(taken: T): Promise<T | 'empty' | undefined>;
   onError(error: unknown): void;
 }
 
@@ -72,14 +73,14 @@ export class FetchLoop<T> {
         continue;
       }
       if (taken !== undefined) {
-        let next: T | undefined = taken;
-        while (next !== undefined) {
+        let next: T | 'empty' | undefined = taken;
+        while (next !== undefined && next !== 'empty') {
           next = await this.options.handle(next).catch((error: unknown) => {
             this.options.onError(error);
             return undefined;
           });
         }
-        continue;
+        if (next === undefined || slot.woken) continue;
       }
       if (!slot.woken) await this.sleep(slot);
     }

@@ -101,7 +101,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
   });
   if (flushed > 0) logger.info({ results: flushed }, 'recorded results that earlier workers kept through a database outage');
 
-  const handle = async (taken: Taken): Promise<Taken | undefined> => {
+  const handle = async (taken: Taken): Promise<Taken | 'empty' | undefined> => {
     const { queueJob } = taken;
     const jobId = messageJobId(queueJob.data);
     const log = logger.child({ jobId, queueJobId: queueJob.id });
@@ -129,10 +129,10 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     // The queue's side of holding the job: heartbeats, and its time limit.
     const claimLost = new AbortController();
     const claim = new HeldClaim({ pool, queue, job: queueJob, abort: (reason) => claimLost.abort(reason), onError: onQueueError });
-    let next: Taken | undefined;
+    let next: Taken | null | undefined;
     try {
       next = (await worker.run(queueJob, AbortSignal.any([claimLost.signal, controller.signal]), controller.signal, taken.job, runtime.drainSignal)).next;
-      return next;
+      return next === null ? 'empty' : next;
     } catch (error) {
       if (error instanceof JobHandedBack) {
         await worker.handBack(queueJob);

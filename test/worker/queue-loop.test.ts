@@ -176,7 +176,7 @@ describe("pg-boss's statements, run by the worker", () => {
 });
 
 describe('the fetch loop', () => {
-  test('a job that brings the next (taken with its result) is followed by that one without a fetch', async () => {
+  test('a job that brings the next (taken with its result) is followed by that one without a fetch, and a result that found the queue empty by no fetch', async () => {
     const taken: number[] = [];
     const handled: number[] = [];
     let takes = 0;
@@ -193,12 +193,17 @@ describe('the fetch loop', () => {
       },
       handle: async (value) => {
         handled.push(value);
-        return value < 3 ? value + 1 : undefined;
+        // The last one looked for the next with its result and found the queue empty.
+        return value < 3 ? value + 1 : 'empty';
       },
       onError: (error) => assert.fail(String(error)),
     });
     loop.start();
-    await waitFor('the chain handled and a fetch after it', () => takes >= 2);
+    await waitFor('the chain handled', () => handled.length === 3);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(takes, 1, 'no fetch after a job whose result found the queue empty');
+    loop.wake();
+    await waitFor('a fetch on wake', () => takes === 2);
     await loop.stop();
     assert.deepEqual(taken, [1]);
     assert.deepEqual(handled, [1, 2, 3]);
