@@ -1,6 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -288,6 +288,40 @@ class Launcher {
     return this.child.pid;
   }
 
+  private initPid: number | null | undefined;
+
+  /** The launcher's bash, its namespace's first process: `unshare`'s one child. */
+  private init(): number | undefined {
+    if (this.initPid === undefined) {
+      this.initPid = null;
+      const pid = this.child.pid;
+      try {
+        const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ')[0];
+        if (first) this.initPid = Number(first);
+      } catch {
+        // No /proc/<pid>/task/<tid>/children here: the launcher is not reused (see intact).
+      }
+    }
+    return this.initPid ?? undefined;
+  }
+
+  /**
+   * After a command, checked from outside, trusting nothing in the namespace: the launcher has no
+   * child left (every process in a PID namespace descends from its first) and nothing traces it.
+   * The launcher itself empties its namespace; this is what catches a command that took the
+   * launcher over (ptrace) to keep something alive into the next command.
+   */
+  private intact(): boolean {
+    const init = this.init();
+    if (init === undefined) return false;
+    try {
+      if (!/^TracerPid:\s+0$/m.test(readFileSync(`/proc/${init}/status`, 'utf8'))) return false;
+      return readFileSync(`/proc/${init}/task/${init}/children`, 'utf8').trim() === '';
+    } catch {
+      return false;
+    }
+  }
+
   /** An idle launcher does not keep this process alive; one running a command does. */
   private hold(busy: boolean): void {
     if (busy) this.child.ref();
@@ -372,16 +406,21 @@ class Launcher {
         this.hold(false);
         this.pending = undefined;
         this.markerSeen = undefined;
-        done(this, !this.dead && exitSeen && markers === 2);
+        done(this, !this.dead && exitSeen && markers === 2 && this.intact());
       },
     };
   }
 
   close(): void {
+    // The group, and (while `unshare` still runs, so the pid is still its) the namespace's first
+    // process by its pid: that ends the namespace even if a command changed its group or its
+    // parent-death signal.
+    const init = this.dead ? undefined : (this.initPid ?? undefined);
     this.dead = true;
-    if (this.child.pid !== undefined) {
+    for (const target of [this.child.pid === undefined ? undefined : -this.child.pid, init]) {
+      if (target === undefined) continue;
       try {
-        process.kill(-this.child.pid, 'SIGKILL');
+        process.kill(target, 'SIGKILL');
       } catch {
         // Already gone.
       }

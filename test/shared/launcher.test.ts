@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -28,6 +29,10 @@ try {
 }
 
 after(() => closeLaunchers());
+
+function findOnPath(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(path.join(dir, name)));
+}
 
 /** This process's children that are launchers (`unshare` around bash and the launcher's script). */
 function launchers(): number[] {
@@ -130,6 +135,22 @@ for (const { name, containment, why } of kinds) {
 
     test('a launcher holds no directory: it runs in /', () => {
       for (const pid of launchers()) assert.equal(readlinkSync(`/proc/${pid}/cwd`), '/');
+    });
+
+    test('a launcher that something traces (a command could have taken it over) is not used again', { skip: findOnPath('strace') ? false : 'strace is not installed' }, async () => {
+      assert.equal((await run(['echo', 'one'])).stdout, 'one\n');
+      const [launcher] = launchers();
+      const init = Number(readFileSync(`/proc/${launcher}/task/${launcher}/children`, 'utf8').trim().split(' ')[0]);
+      const tracer = spawn('strace', ['-p', String(init), '-o', '/dev/null'], { stdio: 'ignore' });
+      try {
+        await waitFor('strace to attach', () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${init}/status`, 'utf8')), 10_000);
+        assert.equal((await run(['echo', 'two'])).stdout, 'two\n', 'the command itself still runs');
+        await waitFor('the traced launcher to be closed', () => !launchers().includes(launcher), 5000);
+        assert.equal((await run(['echo', 'three'])).stdout, 'three\n');
+        assert.notDeepEqual(launchers(), [launcher], 'a new launcher ran the next command');
+      } finally {
+        tracer.kill('SIGKILL');
+      }
     });
 
     test('a launcher killed while idle is replaced', async () => {
