@@ -240,11 +240,15 @@ async function addDetachedWorktree(baseClone: string, worktree: string, commit: 
     throw error;
   }
   try {
+    // Locked while it is written, as git does: a `git worktree prune` (run by a `gc --auto` in any
+    // process) removes a registration without its gitdir file at once, unless it is locked.
+    await writeFile(path.join(admin, 'locked'), 'initializing\n');
     await mkdir(target, { recursive: true });
     await writeFile(path.join(admin, 'HEAD'), `${commit}\n`);
     await writeFile(path.join(target, '.git'), `gitdir: ${admin}\n`);
     await writeFile(path.join(admin, 'commondir'), '../..\n');
     await writeFile(path.join(admin, 'gitdir'), `${path.join(target, '.git')}\n`);
+    await rm(path.join(admin, 'locked'));
     await gitAt(target).raw(['read-tree', '--reset', '-u', commit]);
     return true;
   } catch (error) {

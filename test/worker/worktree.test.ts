@@ -23,6 +23,7 @@ test('a detached job worktree is one git knows: listed, clean, committable, kept
 
   const listed = git(baseClone, 'worktree', 'list', '--porcelain');
   assert.match(listed, new RegExp(`worktree ${worktree.directory}\\nHEAD ${commit}\\ndetached`), listed);
+  assert.ok(!listed.includes('locked'), 'not left locked (git locks it only while it is written)');
   assert.equal(git(worktree.directory, 'rev-parse', 'HEAD'), commit);
   assert.equal(git(worktree.directory, 'status', '--porcelain', '--untracked-files=no'), '', 'checked out: files and index match the commit');
   assert.equal(git(worktree.directory, 'rev-parse', '--symbolic-full-name', 'HEAD'), 'HEAD', 'detached');
