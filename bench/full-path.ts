@@ -248,6 +248,11 @@ async function loreleyRun(harness: Harness, jobs: number, window: number): Promi
     const waited = summary(rows.map((row) => row.started - row.created));
     const ran = summary(rows.map((row) => row.finished - row.started));
     harness.progress(`Loreley: job created → started p50 ${ms(waited.p50)} (p95 ${ms(waited.p95)}), started → result stored p50 ${ms(ran.p50)} (p95 ${ms(ran.p95)})`);
+    // A job's own wall time early and late: growth here with a flat CPU per job is a wait inside
+    // the job (a lock, the database); without it, the time went between jobs or to the machine.
+    const byFinish = [...rows].sort((a, b) => a.finished - b.finished);
+    const inJob = (slice: typeof rows) => ms(summary(slice.map((row) => row.finished - row.started)).p50);
+    harness.progress(`Loreley: started → result stored p50, first ${window} jobs ${inJob(byFinish.slice(0, window))}, last ${window} ${inJob(byFinish.slice(-window))}`);
     // The scheduler's last tick publishes what was ingested last: give it a moment to prune.
     await Promise.all(procs.map((proc) => proc.stop(10_000)));
     return rates(start, rows.map((row) => row.finished), window, countBranches(experiment.remote), cpuPerJob(samples, jobs, window));
