@@ -26,10 +26,12 @@ import type { Readable } from 'node:stream';
  *
  * The command's stdout and stderr are the launcher's, shared by the commands it runs one after
  * another. Once nothing of a command is left, the launcher draws a random marker ($SRANDOM, from
- * getrandom: it did not exist while anything of the command ran, so no command can print it), writes
- * it on both and sends it with the exit status: what came before it is the command's output, in
- * pipe order. Until the marker is known, the last MARKER_BYTES of each stream are held back. A process-group-only command
- * may leave a `setsid` child writing to the pipes, so it is spawned directly (src/shared/subprocess.ts).
+ * getrandom: it did not exist while anything of the command ran, so no command can print it),
+ * writes it on both and sends it with the exit status: what came before it is the command's output,
+ * in pipe order. Until the marker is known, the last MARKER_BYTES of each stream are held back.
+ * Before a launcher runs another command, the worker checks it from outside (`intact`).
+ * A process-group-only command may leave a `setsid` child writing to the pipes: such commands are
+ * spawned directly (src/shared/subprocess.ts).
  */
 
 /** How commands are started from a launcher: the `unshare` flags that make its PID namespace. */
@@ -42,7 +44,8 @@ const BASH_OWN = /^(BASH.*|SHELLOPTS|EUID|UID|PPID|GROUPS|RANDOM|SRANDOM|SECONDS
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 // fd 4 keeps the commands' stderr; the launcher's own messages go nowhere. On fd 3: `R` once
-// ready, then per request `S` once forked and `E <status>` once it exited and the markers are out.
+// ready, then per request `S` once forked and `E <status> <marker>` once it exited and the markers
+// are out (`E <status>` alone when the launcher gives up waiting and exits).
 // After a command, everything else in the namespace is killed, then waited for until only zombies
 // (whose pipes are closed) are left, with bash builtins only (no fork): a scan of the namespace's
 // /proc, then 1 ms pauses (`read -t` on stdin, where no request comes before `E`). Past
