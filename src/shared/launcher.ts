@@ -1,4 +1,4 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -460,6 +460,18 @@ function findBash(): string | undefined {
     }
   }
   return bashPath ?? undefined;
+}
+
+/**
+ * Why launchers cannot work here, or undefined when they can: checked once at a worker's start-up,
+ * so the log says when every command will be forked from the worker instead.
+ */
+export function launcherUnavailable(): string | undefined {
+  const bash = findBash();
+  if (!bash) return 'no bash in /bin or /usr/bin';
+  const result = spawnSync(bash, ['--norc', '--noprofile', '-c', '[[ -n $SRANDOM ]]'], { env: {}, stdio: 'ignore', timeout: 10_000 });
+  if (result.error) return `${bash}: ${result.error.message}`;
+  return result.status === 0 ? undefined : `${bash} is older than 5.1 (no $SRANDOM)`;
 }
 
 /** Set once a launcher would not start here: every command is spawned directly from then on. */

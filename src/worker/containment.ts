@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { protectClone } from '../shared/git.ts';
 import type { Logger } from '../shared/logger.ts';
+import { launcherUnavailable } from '../shared/launcher.ts';
 import { detectContainment, launcherFor, type Containment } from '../shared/sandbox.ts';
 import type { Settings } from '../shared/settings/index.ts';
 import { EvaluatorGuard, useEvaluatorGuard } from './evaluator.ts';
@@ -20,13 +21,19 @@ export function prepareCommands(settings: Settings, logger: Logger): { containme
   const { sandbox, evaluator } = settings.worker;
   const containment = detectContainment(sandbox);
   for (const warning of containment.warnings) logger.warn(`commands: ${warning}`);
+  let launcher = settings.worker.commandLauncher ? launcherFor(containment) : undefined;
+  const noLauncher = launcher ? launcherUnavailable() : undefined;
+  if (noLauncher) {
+    logger.warn(`commands: no command launcher (${noLauncher}): each command is started by a fork of the worker and an unshare exec, which costs more CPU`);
+    launcher = undefined;
+  }
   // Loreley owns the base clone's git config from now on (see protectClone).
   protectClone(settings.worker.git.baseClone, settings.repository.remoteUrl);
   const guard = EvaluatorGuard.forSettings(evaluator);
   useEvaluatorGuard(guard);
   setCommandPolicy({
     containment,
-    launcher: settings.worker.commandLauncher ? launcherFor(containment) : undefined,
+    launcher,
     network: sandbox.network,
     writable: sandbox.writable,
     readOnly: guard.files,
@@ -36,7 +43,7 @@ export function prepareCommands(settings: Settings, logger: Logger): { containme
     hidden: [path.join(settings.cwd, '.env'), path.join(settings.dataDir, 'postgres'), ...HOME_CREDENTIALS.map((entry) => path.join(os.homedir(), entry))],
   });
   logger.info(
-    { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, launcher: settings.worker.commandLauncher && launcherFor(containment) !== undefined, evaluatorFiles: guard.files },
+    { mechanism: containment.mechanism, sandboxed: containment.sandboxed, network: containment.sandboxed ? sandbox.network : true, launcher: launcher !== undefined, evaluatorFiles: guard.files },
     'commands contained',
   );
   return { containment, guard };

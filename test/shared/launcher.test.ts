@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { closeLaunchers } from '../../src/shared/launcher.ts';
+import { closeLaunchers, launcherUnavailable } from '../../src/shared/launcher.ts';
 import { containedArgv, detectContainment, launcherFor, type Containment } from '../../src/shared/sandbox.ts';
 import type { SandboxSettings } from '../../src/shared/settings/index.ts';
 import { runCommand, type RunOptions } from '../../src/shared/subprocess.ts';
@@ -66,6 +66,10 @@ for (const { name, containment, why } of kinds) {
         wrap: (args) => containedArgv(c, args, scope),
         launcher: options.direct ? undefined : launcherFor(c),
       });
+
+    test('works here (what a worker checks at start-up, to warn when every command is forked instead)', () => {
+      assert.equal(launcherUnavailable(), undefined);
+    });
 
     test('runs commands one after another, each with exactly its own output, exit, input, arguments and environment', async () => {
       closeLaunchers();
