@@ -20,6 +20,11 @@ export type ChildMessage =
       readonly loreley: 'heartbeat';
       readonly state: ChildState;
       readonly jobId?: string | null;
+      /**
+       * `busy` only: whether the fetch that took the job left more jobs ready (the supervisor then
+       * wakes the next idle worker); absent when not known.
+       */
+      readonly moreReady?: boolean;
       readonly rssBytes?: number;
       /** Process groups of the agent/evaluator commands running now: killed by the supervisor if the child dies. */
       readonly commandGroups?: readonly number[];

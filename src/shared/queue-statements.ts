@@ -116,6 +116,7 @@ export class QueueStatements {
   private readonly touchFenced: string;
   private readonly cancelAny: string;
   private readonly insert: string;
+  private readonly readyText: string;
 
   private constructor(schema: string, queue: QueueDefinition) {
     this.queue = queue;
@@ -131,6 +132,11 @@ export class QueueStatements {
     this.touchFenced = plans.touchJobs(schema, table, true);
     this.cancelAny = plans.cancelJobs(schema, table, false);
     this.insert = plans.insertJobs(schema, { table, name, returnId: true, notify: queue.notify });
+    // The one statement of ours on pg-boss's table, read-only: pg-boss has no live "anything
+    // ready?" (its queue stats are a monitor interval old). The predicate is its fetch's for a
+    // standard queue (fetchNextJob: name, state before active, not blocked, start_after due).
+    if (policy !== 'standard') throw new QueueVersionError(`the queue ${name} has policy ${policy}; the worker's statements assume pg-boss's standard policy`);
+    this.readyText = `SELECT EXISTS (SELECT 1 FROM ${schema}.${table} WHERE name = $1 AND state < 'active' AND NOT blocked AND start_after <= ${schema}.job_now()) AS ready`;
   }
 
   /** Reads the queue's definition; throws when the pinned pg-boss is not installed or the queue is missing. */
@@ -151,6 +157,16 @@ export class QueueStatements {
       id: row.id, data: row.data, priority: Number(row.priority), retryCount: Number(row.retryCount), retryLimit: Number(row.retryLimit),
       expireInSeconds: Number(row.expireInSeconds), heartbeatSeconds: row.heartbeatSeconds ? Number(row.heartbeatSeconds) : null,
     };
+  }
+
+  /**
+   * Whether a job is ready to fetch now, as the caller's transaction sees it: a job another
+   * worker is fetching at this moment still counts (its fetch has not committed), so this errs
+   * towards "yes".
+   */
+  async anyReady(db: Queryable): Promise<boolean> {
+    const { rows } = await db.query<{ ready: boolean }>(this.readyText, [this.queue.name]);
+    return rows[0]?.ready === true;
   }
 
   /** Completes the attempt `job` holds; false when that attempt is not active any more (nothing changed). */

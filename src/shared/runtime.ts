@@ -42,9 +42,10 @@ export interface ChildRuntime {
   /**
    * Tells the supervisor (when there is one) at once, and the `workers` table a moment later, what
    * this process is doing: a state that lasts less than that moment (idle between two jobs of a
-   * backlog) is never written.
+   * backlog) is never written. `moreReady`, with `busy`: whether the fetch that took the job left
+   * more ready (the supervisor then wakes the next idle worker).
    */
-  setState(state: ChildState, jobId?: string | null): void;
+  setState(state: ChildState, jobId?: string | null, moreReady?: boolean): void;
   /**
    * For a statement that records this process's presence along with its own work (the worker's
    * claim): waits for presence writes under way, so the row it writes is the newest, and gives
@@ -117,6 +118,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
   let drainTimeoutSeconds = settings.supervisor.drainTimeoutSeconds;
   let state: ChildState = 'starting';
   let jobId: string | null = null;
+  let moreReady: boolean | undefined;
   let heldJobs: readonly HeldJob[] = [];
   const supervised = typeof process.send === 'function';
   // One LISTEN per host: the supervisor's (it says so in our environment). A worker run by hand
@@ -255,7 +257,7 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     settleTimer.unref();
   };
 
-  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups(), heldJobs });
+  const heartbeat = () => send({ loreley: 'heartbeat', state, jobId, moreReady, rssBytes: process.memoryUsage.rss(), commandGroups: liveCommandGroups(), heldJobs });
   // The supervisor learns of a command as soon as it starts, so a SIGKILL of this process cannot orphan it.
   const stopWatchingCommands = onCommandGroupsChange(heartbeat);
   const heartbeatTimer = setInterval(heartbeat, settings.supervisor.heartbeatIntervalMs);
@@ -275,10 +277,11 @@ export async function startChildRuntime(options: ChildRuntimeOptions): Promise<C
     drainSignal: drain.signal,
     drainTimeoutSeconds: () => drainTimeoutSeconds,
     stopSignal: stop.signal,
-    setState(next, nextJobId = null) {
+    setState(next, nextJobId = null, nextMoreReady) {
       if (next === state && nextJobId === jobId) return;
       state = next;
       jobId = nextJobId;
+      moreReady = next === 'busy' ? nextMoreReady : undefined;
       changedAt = performance.now();
       heartbeat();
       settlePresence();

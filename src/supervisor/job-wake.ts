@@ -90,7 +90,9 @@ export class JobWaker {
     this.now = options.now ?? (() => performance.now());
     target.on('change', (view) => {
       if (view.role !== 'worker') return;
-      if (view.state === 'busy' && this.policy.becameBusy(view.id, this.now())) this.wakeOne();
+      // A woken worker that took a job wakes the next, unless its fetch saw no more ready (a job
+      // sent alone): the next would only find the queue empty.
+      if (view.state === 'busy' && this.policy.becameBusy(view.id, this.now()) && view.moreReady !== false) this.wakeOne();
       else if (view.state === 'idle' && this.missed) {
         this.missed = false;
         if (this.target.wake(view.id)) this.policy.woken(view.id, this.now());

@@ -22,6 +22,8 @@ export interface SlotView {
   readonly restarts: number;
   readonly jobId: string | null;
   readonly rssBytes: number | undefined;
+  /** Busy: whether its last fetch left more jobs ready (absent: not known). */
+  readonly moreReady?: boolean;
 }
 
 interface Slot {
@@ -35,6 +37,8 @@ interface Slot {
   restarts: number;
   jobId: string | null;
   rssBytes: number | undefined;
+  /** As last reported with a `busy` state (see `SlotView.moreReady`). */
+  moreReady?: boolean;
   restartTimer: NodeJS.Timeout | undefined;
   /** Set when we killed it for not answering, so the exit is logged as such. */
   killedAsUnresponsive: boolean;
@@ -154,7 +158,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   view(): SlotView[] {
     return this.slots.map((slot) => ({
-      id: slot.id, role: slot.role, state: slot.state, pid: slot.child?.process.pid, restarts: slot.restarts, jobId: slot.jobId, rssBytes: slot.rssBytes,
+      id: slot.id, role: slot.role, state: slot.state, pid: slot.child?.process.pid, restarts: slot.restarts, jobId: slot.jobId, rssBytes: slot.rssBytes, moreReady: slot.moreReady,
     }));
   }
 
@@ -234,6 +238,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         slot.rssBytes = message.rssBytes;
         slot.commandGroups = message.commandGroups ?? [];
         slot.heldJobs = message.heldJobs ?? [];
+        slot.moreReady = message.moreReady;
         this.setState(slot, message.state, message.jobId ?? null);
         break;
       case 'done':

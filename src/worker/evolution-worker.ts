@@ -67,8 +67,9 @@ export interface ClaimPresence {
 
 /** A queue job taken by `take()`: its evolution job claimed, or skipped (and its queue job completed). */
 export type Taken =
-  | { readonly queueJob: FetchedJob; readonly job: EvolutionJob; readonly skipped?: undefined }
-  | { readonly queueJob: FetchedJob; readonly job?: undefined; readonly skipped: JobLockConflict | JobPreconditionError };
+  /** `moreReady`: whether jobs were left ready after this one was taken (a `take()` only). */
+  | { readonly queueJob: FetchedJob; readonly job: EvolutionJob; readonly skipped?: undefined; readonly moreReady?: boolean }
+  | { readonly queueJob: FetchedJob; readonly job?: undefined; readonly skipped: JobLockConflict | JobPreconditionError; readonly moreReady?: undefined };
 
 /** Errors whose queue attempt the worker already failed, in the transaction that recorded the failure. */
 const settledFailures = new WeakSet<object>();
@@ -111,7 +112,11 @@ export class EvolutionWorker {
     const base = presence ? await presence.toRecord() : undefined;
     let taken: Taken | undefined;
     try {
-      taken = await withTransaction(pool, (client) => this.takeIn(client, base, draining));
+      taken = await withTransaction(pool, async (client) => {
+        const found = await this.takeIn(client, base, draining);
+        // Whether the supervisor should wake another worker for the rest (a dispatch batch).
+        return found?.job ? { ...found, moreReady: await this.options.queue.anyReady(client) } : found;
+      });
     } catch (error) {
       if (error instanceof DrainedBeforeClaim) return undefined;
       throw error;

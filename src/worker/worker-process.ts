@@ -125,7 +125,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
     const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
     inFlight.set(queueJob.id, { jobId, controller, finished });
     reportHeld();
-    runtime.setState('busy', jobId);
+    runtime.setState('busy', jobId, taken.moreReady);
     // The queue's side of holding the job: heartbeats, and its time limit.
     const claimLost = new AbortController();
     const claim = new HeldClaim({ pool, queue, job: queueJob, abort: (reason) => claimLost.abort(reason), onError: onQueueError });

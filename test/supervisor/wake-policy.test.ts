@@ -55,8 +55,8 @@ class Slots extends EventEmitter implements WakeTarget {
     return true;
   }
 
-  set(id: string, state: SlotState): void {
-    const view = { ...this.views.get(id)!, state };
+  set(id: string, state: SlotState, moreReady?: boolean): void {
+    const view = { ...this.views.get(id)!, state, moreReady };
     this.views.set(id, view);
     this.emit('change', view);
   }
@@ -85,6 +85,18 @@ describe('JobWaker', () => {
     assert.deepEqual(slots.woken, ['w1', 'w2', 'w3']);
     // w3 finds nothing: it stays idle, nothing more happens.
     assert.equal(waker.counts.wakes, 3);
+  });
+
+  test('a woken worker whose fetch left nothing ready (a job sent alone) wakes nobody; one that left more does', () => {
+    const slots = new Slots(['w1', 'w2', 'w3']);
+    const waker = new JobWaker(slots, { now: () => 0 });
+    waker.wakeOne();
+    slots.set('w1', 'busy', false);
+    assert.deepEqual(slots.woken, ['w1'], 'no empty fetch for w2');
+    slots.set('w1', 'idle');
+    waker.wakeOne();
+    slots.set('w2', 'busy', true);
+    assert.deepEqual(slots.woken, ['w1', 'w2', 'w3'], 'more were ready: the chain goes on');
   });
 
   test('every worker busy: nobody is woken; the next worker to turn idle is woken once', () => {

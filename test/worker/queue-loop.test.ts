@@ -134,7 +134,19 @@ describe("pg-boss's statements, run by the worker", () => {
     assert.equal(taken?.queueJob.id, queueJobId, 'the next take gets it');
     assert.equal(taken?.job?.status, 'running', 'claimed in the same transaction');
     assert.equal(taken?.job?.queueJobId, queueJobId);
+    assert.equal(taken?.moreReady, false, 'nothing else was ready');
     await statements.complete(fixture.pool, taken.queueJob, {});
+
+    // Two sent together (one dispatch): the first take says more are ready, the second does not.
+    await sendJob();
+    await sendJob();
+    assert.equal(await statements.anyReady(fixture.pool), true);
+    const first = await worker().take();
+    assert.equal(first?.moreReady, true);
+    const second = await worker().take();
+    assert.equal(second?.moreReady, false);
+    assert.equal(await statements.anyReady(fixture.pool), false);
+    for (const done of [first!, second!]) await statements.complete(fixture.pool, done.queueJob, {});
   });
 
   test('a heartbeat that finds the claim gone aborts the job; past the time limit the attempt is failed with pg-boss\'s message', async () => {
