@@ -12,6 +12,8 @@ import type { FetchedJob, QueueStatements } from '../shared/queue-statements.ts'
  *   stop (it keeps the slot until it does).
  * A touch that cannot run (the database away) says nothing about the claim and aborts nothing.
  */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export interface HeldClaimOptions {
   readonly pool: Pool;
   readonly queue: QueueStatements;
@@ -24,16 +26,18 @@ export interface HeldClaimOptions {
 export class HeldClaim {
   private readonly options: HeldClaimOptions;
   private readonly heartbeat: NodeJS.Timeout | undefined;
-  private readonly limit: NodeJS.Timeout;
+  private readonly limit: NodeJS.Timeout | undefined;
   private released = false;
 
   constructor(options: HeldClaimOptions) {
     this.options = options;
     const { job } = options;
     if (job.heartbeatSeconds) this.heartbeat = setInterval(() => void this.touch(), (job.heartbeatSeconds / 2) * 1000);
-    // pg-boss waits at least a second (resolveWithinSeconds).
+    // pg-boss waits at least a second (resolveWithinSeconds). A timer cannot wait longer than
+    // 2^31 - 1 ms (~24.8 days; Node would fire it at once): a longer limit is left to pg-boss's
+    // own expiry sweep, as the scheduler runs it.
     const seconds = Math.max(1, job.expireInSeconds);
-    this.limit = setTimeout(() => void this.expire(seconds), seconds * 1000);
+    this.limit = seconds * 1000 <= MAX_TIMER_MS ? setTimeout(() => void this.expire(seconds), seconds * 1000) : undefined;
   }
 
   /** The job ended: no more touches, no time limit. */
