@@ -4,6 +4,7 @@ import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { processAlive } from './process-alive.ts';
 
 /**
  * Starts commands from a small long-lived `bash` instead of forking this process.
@@ -213,20 +214,11 @@ function sweepStale(base: string): void {
   try {
     for (const name of readdirSync(base)) {
       const pid = /^loreley-launch-(\d+)-/.exec(name)?.[1];
-      if (pid === undefined || Number(pid) === process.pid || alive(Number(pid))) continue;
+      if (pid === undefined || Number(pid) === process.pid || processAlive(Number(pid))) continue;
       rmSync(path.join(base, name), { recursive: true, force: true });
     }
   } catch {
     // Not ours to list: nothing to sweep.
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

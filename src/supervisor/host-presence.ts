@@ -3,6 +3,7 @@ import { experimentFinished, hostHeartbeat, listHosts, lockHost, releaseHost, ta
 import { createPool, withTransaction, type Pool } from '../shared/db/pool.ts';
 import { errorMessage, UserError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
+import { processAlive } from '../shared/process-alive.ts';
 import type { Settings } from '../shared/settings/index.ts';
 
 /** How often the supervisor refreshes its host row (and, when asked, checks whether the run ended). */
@@ -16,15 +17,6 @@ export interface HostPresenceOptions {
   readonly logger: Logger;
   /** Polls the database for the end of the run and calls `onFinished` once (see `watchFinished`). */
   readonly pollMs?: number;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -73,7 +65,7 @@ export class HostPresence {
     await withTransaction(this.pool, async (client) => {
       const { row, created } = await lockHost(client, this.experimentId, this.host, this.me);
       const ours = row.machine === this.me.machine && row.pid === this.me.pid;
-      const free = created || ours || row.state === 'stopped' || row.ageSeconds > HOST_STALE_SECONDS || (row.machine === this.me.machine && !alive(row.pid));
+      const free = created || ours || row.state === 'stopped' || row.ageSeconds > HOST_STALE_SECONDS || (row.machine === this.me.machine && !processAlive(row.pid));
       if (!free) {
         throw new UserError(
           `host id ${this.host} is in use by a live supervisor (pid ${row.pid} on ${row.machine}, seen ${Math.round(row.ageSeconds)} s ago): ` +
