@@ -86,46 +86,34 @@ function describeTree(proc: Proc): string {
   return lines.join('\n');
 }
 
+/**
+ * The files below `directory` whose name `wanted` accepts, depth first; directories that `skip`
+ * names (object stores, the database cluster: large, nothing to read) are not entered.
+ */
+function filesBelow(directory: string, wanted: (name: string) => boolean, skip: (name: string) => boolean = () => false, depth = 0): string[] {
+  let entries;
+  try {
+    entries = readdirSync(directory, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  return entries.flatMap((entry) => {
+    const full = path.join(directory, entry.name);
+    if (entry.isDirectory()) return depth < 8 && !skip(entry.name) ? filesBelow(full, wanted, skip, depth + 1) : [];
+    return wanted(entry.name) ? [full] : [];
+  });
+}
+
 /** Every `*.lock` file (git's and Loreley's) below `root`, with its age and content. */
 function lockFiles(root: string): string[] {
-  const found: string[] = [];
-  const walk = (directory: string, depth: number) => {
-    let entries;
-    try {
-      entries = readdirSync(directory, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      const full = path.join(directory, entry.name);
-      if (entry.isDirectory()) {
-        // Object stores are large and hold no lock files worth reading.
-        if (depth < 8 && entry.name !== 'objects' && entry.name !== 'pg') walk(full, depth + 1);
-      } else if (/\.lock$|\.lock\./.test(entry.name) || entry.name === 'gc.pid') {
-        const age = existsSync(full) ? ((Date.now() - statSync(full).mtimeMs) / 1000).toFixed(1) : '?';
-        found.push(`${full} (${age} s old): ${read(full).slice(0, 200)}`);
-      }
-    }
-  };
-  walk(root, 0);
-  return found;
+  const isLock = (name: string) => /\.lock$|\.lock\./.test(name) || name === 'gc.pid';
+  return filesBelow(root, isLock, (name) => name === 'objects' || name === 'pg').map((full) => {
+    const age = existsSync(full) ? ((Date.now() - statSync(full).mtimeMs) / 1000).toFixed(1) : '?';
+    return `${full} (${age} s old): ${read(full).slice(0, 200)}`;
+  });
 }
 
 function logTails(root: string): string[] {
-  const out: string[] = [];
-  const walk = (directory: string) => {
-    let entries;
-    try {
-      entries = readdirSync(directory, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      const full = path.join(directory, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.name.endsWith('.jsonl')) out.push(`-- ${full}`, ...read(full).split('\n').slice(-6).map((line) => `   ${line.slice(0, 400)}`));
-    }
-  };
-  walk(path.join(root, 'logs'));
-  return out;
+  return filesBelow(path.join(root, 'logs'), (name) => name.endsWith('.jsonl'))
+    .flatMap((full) => [`-- ${full}`, ...read(full).split('\n').slice(-6).map((line) => `   ${line.slice(0, 400)}`)]);
 }

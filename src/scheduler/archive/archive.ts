@@ -438,7 +438,7 @@ export class MapElitesArchive {
       experimentId: this.experimentId,
       embedderId: descriptor.state.embedderId,
       sampleLimit: FIT_SAMPLE_LIMIT,
-      elites: elites.map(({ experimentId: _, ...elite }) => elite),
+      elites,
       higherIsBetter: this.settings.fitnessHigherIsBetter,
       cellsPerDim: this.settings.cellsPerDim,
       dimensions: descriptor.dimensions,
@@ -503,7 +503,7 @@ export class MapElitesArchive {
   /** `replaceElites` under `model`: a CVT's cells are the model's centroids, a grid's stay. */
   private replace(elites: readonly Elite[], model: StoredProjection, projected: ReadonlyMap<string, number[]>): Replacement {
     const tessellation = this.settings.archiveType === 'cvt' && model.centroids ? new CvtTessellation(model.centroids) : this.tessellation;
-    return replaceElites(elites.map(({ experimentId: _, ...elite }) => elite), projected, tessellation, this.settings.fitnessHigherIsBetter);
+    return replaceElites(elites, projected, tessellation, this.settings.fitnessHigherIsBetter);
   }
 
   /** Each island sends its best elites to the next island of the ring; they stay only where better. */
