@@ -229,7 +229,7 @@ export async function addWorktree(baseClone: string, worktree: string, branch: s
  * the next job's recovery recognises as half-made and clears.
  */
 async function addDetachedWorktree(baseClone: string, worktree: string, commit: string): Promise<boolean> {
-  if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(commit)) return false;
+  if (!isFullHash(commit)) return false;
   const target = path.resolve(worktree);
   const admin = path.join(path.resolve(baseClone), '.git', 'worktrees', path.basename(target));
   await mkdir(path.dirname(admin), { recursive: true });
@@ -306,7 +306,7 @@ function detachedHead(worktree: string): string | undefined {
   if (gitDir === undefined) return undefined;
   try {
     const head = readFileSync(path.join(gitDir, 'HEAD'), 'utf8').trim();
-    return /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(head) ? head : undefined;
+    return isFullHash(head) ? head : undefined;
   } catch {
     return undefined;
   }
@@ -341,7 +341,13 @@ export async function deleteRefs(directory: string, prefix: string): Promise<num
   return refs.length;
 }
 
-function runGitWithInput(directory: string, args: readonly string[], input: string): Promise<void> {
+/** Whether `text` is a whole object name (SHA-1 or SHA-256), not an abbreviation or a ref. */
+export function isFullHash(text: string): boolean {
+  return /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(text);
+}
+
+/** Runs git with `input` on its standard input (`update-ref --stdin`, `fast-import`); rejects with its last stderr lines. */
+export function runGitWithInput(directory: string, args: readonly string[], input: string | Buffer): Promise<void> {
   const { prefix, clone } = pinned(directory);
   if (clone && enforceConfig(clone)) {
     return Promise.reject(new GitError(`git ${args[0]} refused: ${clone.configFile} was changed while jobs ran (by a candidate?); Loreley's copy is restored`));

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { gitAt, gitEnvironment, GitError, readObjects, SAFE_CONFIG } from './git.ts';
+import { gitAt, gitEnvironment, GitError, isFullHash, readObjects, runGitWithInput, SAFE_CONFIG } from './git.ts';
 
 /**
  * Git notes under `refs/notes/loreley`: the experiment's record travelling with its commits, so a
@@ -38,7 +38,7 @@ function notePath(commit: string, depth: number): string {
  */
 export async function readNotes(directory: string, only?: ReadonlySet<string>): Promise<Map<string, string>> {
   if (only) {
-    const commits = [...only].filter((commit) => /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(commit));
+    const commits = [...only].filter((commit) => isFullHash(commit));
     const specs = commits.flatMap((commit) => FANOUTS.map((depth) => `${NOTES_REF}:${notePath(commit, depth)}`));
     const found = await readObjects(directory, specs);
     const notes = new Map<string, string>();
@@ -100,7 +100,7 @@ export async function writeNotes(directory: string, notes: ReadonlyMap<string, s
     data(text.endsWith('\n') ? text : `${text}\n`);
   }
   chunks.push(Buffer.from('done\n'));
-  await runWithInput(directory, ['fast-import', '--quiet', '--done'], Buffer.concat(chunks));
+  await runGitWithInput(directory, ['fast-import', '--quiet', '--done'], Buffer.concat(chunks));
 }
 
 /**
@@ -170,15 +170,4 @@ async function resolveRef(directory: string, ref: string): Promise<string | unde
   } catch {
     return undefined;
   }
-}
-
-function runWithInput(directory: string, args: readonly string[], input: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', [...SAFE_CONFIG, ...args], { cwd: directory, stdio: ['pipe', 'ignore', 'pipe'], env: gitEnvironment() });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new GitError(`git ${args[0]} failed: ${stderr.trim().split('\n').slice(-3).join(' ')}`))));
-    child.stdin.end(input);
-  });
 }

@@ -53,6 +53,11 @@ export interface EvolutionWorkerOptions {
   readonly onFailed?: (error: unknown, queueJob: QueueJob) => void;
   /** The process's presence, recorded by the claim itself (absent: the claim records none). */
   readonly presence?: ClaimPresence;
+  /**
+   * Whether a take also asks if jobs are left ready (`Taken.moreReady`, one more query): only the
+   * supervisor's waker uses the answer, so a worker it does not wake skips it. Default true.
+   */
+  readonly reportMoreReady?: boolean;
 }
 
 /** How the claim records the process's presence (the child runtime provides it). */
@@ -115,7 +120,7 @@ export class EvolutionWorker {
       taken = await withTransaction(pool, async (client) => {
         const found = await this.takeIn(client, base, draining);
         // Whether the supervisor should wake another worker for the rest (a dispatch batch).
-        return found?.job ? { ...found, moreReady: await this.options.queue.anyReady(client) } : found;
+        return found?.job && this.options.reportMoreReady !== false ? { ...found, moreReady: await this.options.queue.anyReady(client) } : found;
       });
     } catch (error) {
       if (error instanceof DrainedBeforeClaim) return undefined;
@@ -290,8 +295,8 @@ export class EvolutionWorker {
    */
   async store(result: SpooledResult, mode: 'attempt' | 'spooled'): Promise<'recorded' | 'not-held'> {
     const { pool, queue } = this.options;
-    const card = commitCard(result);
     if (mode === 'attempt') return (await this.storeAttempt(result)).outcome;
+    const card = commitCard(result);
     return withTransaction(pool, async (client) => {
       const row = await lockJob(client, result.jobId);
       if (!row || !['pending', 'queued', 'running'].includes(row.status)) return 'not-held';

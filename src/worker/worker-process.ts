@@ -83,6 +83,7 @@ export async function runWorker(runtime: ChildRuntime, options: WorkerProcessOpt
 
   const worker = new EvolutionWorker({
     settings, pool, queue, logger, repository, agent, workerId: runtime.workerId, host: runtime.host,
+    reportMoreReady: runtime.wokenBySupervisor,
     spool: new ResultSpool(spoolDirectory(settings.dataDir, settings.experiment.namespace)),
     onFailed: (error, queueJob) => reportFailure(error, logger.child({ jobId: messageJobId(queueJob.data), queueJobId: queueJob.id })),
     onSpooled: (queueJobId) => {
